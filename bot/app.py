@@ -1,0 +1,136 @@
+"""The app factory: typed keys, cleanup contexts for the database, HTTP client and background work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.clock import Clock, SystemClock
+from bot.config import Settings
+from bot.outbox import OutboxWorker
+from bot.receive import Receiver
+from bot.wechat import ProtocolError, WeChatTransport
+from bot.wechat_api import WeChatAPI
+from handlers.categories import Catalog
+from handlers.context import Services
+from handlers.places import GridIndex
+from storage import grids
+from storage.db import SessionFactory, create_engine, session_factory, transaction
+
+log = logging.getLogger("gridbot.webhook")
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)  # type: ignore[type-abstract]
+FACTORY = web.AppKey("factory", SessionFactory)
+SERVICES = web.AppKey("services", Services)
+TRANSPORT = web.AppKey("transport", WeChatTransport)
+RECEIVER = web.AppKey("receiver", Receiver)
+WORKER = web.AppKey("worker", OutboxWorker)
+
+
+async def load_services(factory: SessionFactory, settings: Settings) -> Services:
+    """Import the configured grid file (if any) and build the in-memory indexes."""
+    office = "网格服务号"
+    async with transaction(factory) as session:
+        if settings.grid_file is not None:
+            grid = grids.read_grid_file(settings.grid_file)
+            await grids.import_grid(session, grid)
+            office = grid.office.get("name", office)
+        nodes = await grids.all_nodes(session)
+    if nodes and settings.grid_file is None:
+        office = next((n.name for n in nodes if n.parent_id is None), office)
+    return Services(catalog=Catalog.load(settings.categories_file), grids=GridIndex(nodes), zone=settings.zone,
+                    office_name=office, place_window_minutes=settings.place_window_minutes)
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None, background: bool = True) -> web.Application:
+    """background=False leaves outbox delivery and the scheduler to the caller (tests drive them)."""
+    app = web.Application(client_max_size=settings.max_body_bytes + 1024)
+    app[SETTINGS] = settings
+    app[CLOCK] = clock or SystemClock()
+    app[TRANSPORT] = WeChatTransport(token=settings.wechat_token, appid=settings.wechat_appid,
+                                     aes_key=settings.wechat_aes_key,
+                                     replay_window=settings.replay_window_seconds,
+                                     max_body=settings.max_body_bytes)
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_outbound)
+    if background:
+        app.cleanup_ctx.append(_background)
+    app.router.add_get("/wechat", wechat_verify)
+    app.router.add_post("/wechat", wechat_message)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    engine = create_engine(app[SETTINGS].database_url)
+    app[FACTORY] = session_factory(engine)
+    app[SERVICES] = await load_services(app[FACTORY], app[SETTINGS])
+    yield
+    await engine.dispose()
+
+
+async def _outbound(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with aiohttp.ClientSession() as http:
+        api = WeChatAPI(http, base=settings.wechat_api_base, appid=settings.wechat_appid,
+                        secret=settings.wechat_secret, clock=app[CLOCK],
+                        timeout=settings.outbound_timeout_seconds)
+        app[WORKER] = OutboxWorker(app[FACTORY], api, app[CLOCK])
+        app[RECEIVER] = Receiver(app[FACTORY], app[SERVICES], app[CLOCK], budget=settings.reply_budget_seconds,
+                                 on_outbox=app[WORKER].kick)
+        yield
+        await app[RECEIVER].wait_idle()
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    worker, receiver = app[WORKER], app[RECEIVER]
+    delivery = asyncio.create_task(worker.run_forever(), name="outbox")
+    scheduler = AsyncIOScheduler(timezone=app[SETTINGS].timezone)
+    # Messages acknowledged by a process that then died: pick them up (also once, right at start).
+    scheduler.add_job(receiver.recover, "interval", seconds=30, id="recover", max_instances=1, coalesce=True,
+                      next_run_time=app[CLOCK].now())
+    scheduler.start()
+    yield
+    scheduler.shutdown(wait=False)
+    delivery.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await delivery
+
+
+async def wechat_verify(request: web.Request) -> web.Response:
+    app = request.app
+    try:
+        echostr = app[TRANSPORT].verify_url(dict(request.query), app[CLOCK].now())
+    except ProtocolError as exc:
+        return web.Response(status=exc.status, text=exc.reason)
+    return web.Response(text=echostr)
+
+
+async def wechat_message(request: web.Request) -> web.Response:
+    app = request.app
+    body = await request.content.read(app[SETTINGS].max_body_bytes + 1)
+    try:
+        parsed = app[TRANSPORT].parse(dict(request.query), body, app[CLOCK].now())
+    except ProtocolError as exc:
+        log.info("webhook refused", extra={"status": exc.status, "reason": exc.reason})
+        return web.Response(status=exc.status, text=exc.reason)
+    try:
+        reply = await app[RECEIVER].receive(parsed.msg, parsed.dedupe_key)
+    except (SQLAlchemyError, OSError):
+        # Not stored, so not acknowledged: WeChat will retry.
+        log.exception("cannot store inbound message")
+        return web.Response(status=503, text="storage unavailable")
+    text = app[TRANSPORT].render(parsed, reply, app[CLOCK].now())
+    return web.Response(text=text, content_type="application/xml" if reply else "text/plain")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})

@@ -1,0 +1,162 @@
+"""The `gridbot` command: serve, demo, db upgrade, grid load, chat, fake-wechat."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from bot.config import DEMO_GRID_FILE, ConfigError, Settings, load_settings
+
+DEMO_FAKE_PORT = 8081
+DEMO_DATABASE = "sqlite+aiosqlite:///var/demo.sqlite3"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gridbot", description="网格化管理 WeChat bot")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the webhook server (migrates the database first)")
+    demo = sub.add_parser("demo", help="run the bot with the demo street office and a local fake WeChat API")
+    demo.add_argument("--fake-port", type=int, default=DEMO_FAKE_PORT)
+    db = sub.add_parser("db", help="database commands")
+    db.add_argument("action", choices=["upgrade"])
+    grid = sub.add_parser("grid", help="grid definition commands")
+    grid.add_argument("action", choices=["load"])
+    grid.add_argument("file", type=Path)
+    chat = sub.add_parser("chat", help="talk to a running bot as WeChat would (resident or leader)")
+    chat.add_argument("--url", default=None, help="the bot's webhook, default http://HOST:PORT/wechat")
+    chat.add_argument("--fake", default=None, help="the fake WeChat API, default GRIDBOT_WECHAT_API_BASE")
+    chat.add_argument("--as", dest="identity", default="o_demo_resident_1", help="openid to start as")
+    fake = sub.add_parser("fake-wechat", help="run only the local fake WeChat API")
+    fake.add_argument("--port", type=int, default=DEMO_FAKE_PORT)
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        if args.command == "demo":
+            settings = _demo_settings(args.fake_port)
+        else:
+            settings = load_settings()
+    except ConfigError as exc:
+        print(f"gridbot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "serve":
+            _upgrade(settings)
+            web.run_app(_app(settings), host=settings.host, port=settings.port, print=None)
+        elif args.command == "demo":
+            _upgrade(settings)
+            asyncio.run(_run_demo(settings, args.fake_port))
+        elif args.command == "db":
+            _upgrade(settings)
+            print("database is at the latest schema")
+        elif args.command == "grid":
+            print(asyncio.run(_grid_load(settings, args.file)))
+        elif args.command == "chat":
+            from bot.chat import run_chat
+
+            url = args.url or f"http://{settings.host}:{settings.port}/wechat"
+            asyncio.run(run_chat(settings, url=url, fake=args.fake or settings.wechat_api_base,
+                                 identity=args.identity))
+        elif args.command == "fake-wechat":
+            asyncio.run(_serve_fake(settings, args.port))
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:  # one line, not a traceback, for what a user can fix
+        from storage.grids import GridFileError
+
+        if isinstance(exc, GridFileError | OSError):
+            print(f"gridbot: {exc}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+def _demo_settings(fake_port: int) -> Settings:
+    """The demo: SQLite file, the shipped street office, the fake WeChat API on loopback."""
+    overrides: dict[str, object] = {"wechat_api_base": f"http://127.0.0.1:{fake_port}"}
+    if "GRIDBOT_DATABASE_URL" not in os.environ:
+        overrides["database_url"] = DEMO_DATABASE
+    if "GRIDBOT_GRID_FILE" not in os.environ:
+        overrides["grid_file"] = DEMO_GRID_FILE
+    return load_settings(**overrides)
+
+
+def _upgrade(settings: Settings) -> None:
+    from storage.db import upgrade_sync
+
+    upgrade_sync(settings.database_url)
+
+
+def _app(settings: Settings) -> web.Application:
+    from bot.app import create_app
+
+    return create_app(settings)
+
+
+async def _grid_load(settings: Settings, path: Path) -> str:
+    from storage import grids
+    from storage.db import create_engine, session_factory, transaction, upgrade
+
+    await upgrade(settings.database_url)
+    grid = grids.read_grid_file(path)
+    engine = create_engine(settings.database_url)
+    try:
+        async with transaction(session_factory(engine)) as session:
+            nodes, staff = await grids.import_grid(session, grid)
+    finally:
+        await engine.dispose()
+    return f"loaded {nodes} grid nodes and {staff} staff from {path}"
+
+
+async def _serve_fake(settings: Settings, port: int) -> None:
+    from bot.fake_wechat import FakeWeChat
+
+    runner = web.AppRunner(FakeWeChat(settings.wechat_appid, settings.wechat_secret).app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print(f"fake WeChat API on http://127.0.0.1:{port}")
+    await asyncio.Event().wait()
+
+
+async def _run_demo(settings: Settings, fake_port: int) -> None:
+    from bot.app import create_app
+    from bot.fake_wechat import FakeWeChat
+
+    fake = web.AppRunner(FakeWeChat(settings.wechat_appid, settings.wechat_secret).app(), access_log=None)
+    await fake.setup()
+    await web.TCPSite(fake, "127.0.0.1", fake_port).start()
+    bot = web.AppRunner(create_app(settings), access_log=None)
+    await bot.setup()
+    await web.TCPSite(bot, settings.host, settings.port).start()
+    print(DEMO_BANNER.format(host=settings.host, port=settings.port, fake_port=fake_port,
+                             mode="安全模式（AES）" if settings.safe_mode else "明文模式"), flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await bot.cleanup()
+        await fake.cleanup()
+
+
+DEMO_BANNER = """
+gridbot 演示已启动：幸福街道（3 个社区、7 个网格、11 名工作人员）
+  公众号回调地址  http://{host}:{port}/wechat   （{mode}）
+  模拟微信接口    http://127.0.0.1:{fake_port}    （机器人发出的推送都到这里）
+
+在另一个终端里和它聊天（扮演居民或网格员）：
+  .venv/bin/gridbot chat
+试试：
+  居民发：幸福里小区3号楼东侧路灯坏了好几天了
+  输入 /as o_demo_zhangwei_hp01 切换为网格员张伟，发：接单  然后：办结 已更换灯泡
+  输入 /as o_demo_resident_1 切回居民，看推送
+按 Ctrl+C 停止。
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""A local stand-in for api.weixin.qq.com, for the demo, `gridbot chat` and the tests.
+
+It speaks the two endpoints gridbot uses (/cgi-bin/token, /cgi-bin/message/custom/send) with
+WeChat's JSON shapes and error codes, records what was sent, and can be told to fail.
+Control endpoints live under /_fake/.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Failure:
+    count: int
+    status: int = 200  # HTTP status to answer with
+    errcode: int = -1  # WeChat errcode, when status is 200
+
+
+@dataclass
+class FakeWeChat:
+    appid: str
+    secret: str
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    token_fetches: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    _tokens: set[str] = field(default_factory=set)
+    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def fail_next(self, count: int, *, status: int = 200, errcode: int = -1) -> None:
+        self.failures.append(Failure(count, status, errcode))
+
+    def expire_tokens(self) -> None:
+        self._tokens.clear()
+
+    def texts_to(self, openid: str) -> list[str]:
+        return [m["text"]["content"] for m in self.sent if m.get("touser") == openid and m.get("msgtype") == "text"]
+
+    def _next_failure(self) -> Failure | None:
+        while self.failures and self.failures[0].count <= 0:
+            self.failures.pop(0)
+        if not self.failures:
+            return None
+        self.failures[0].count -= 1
+        return self.failures[0]
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/cgi-bin/token", self._token)
+        app.router.add_post("/cgi-bin/message/custom/send", self._custom_send)
+        app.router.add_get("/_fake/messages", self._messages)
+        app.router.add_post("/_fake/fail", self._fail)
+        app.router.add_post("/_fake/expire_tokens", self._expire)
+        return app
+
+    async def _token(self, request: web.Request) -> web.Response:
+        q = request.query
+        if q.get("grant_type") != "client_credential" or q.get("appid") != self.appid:
+            return web.json_response({"errcode": 40013, "errmsg": "invalid appid"})
+        if q.get("secret") != self.secret:
+            return web.json_response({"errcode": 40001, "errmsg": "invalid credential, secret"})
+        self.token_fetches += 1
+        token = f"FAKE_TOKEN_{self.token_fetches}"
+        self._tokens.add(token)
+        return web.json_response({"access_token": token, "expires_in": 7200})
+
+    async def _custom_send(self, request: web.Request) -> web.Response:
+        if request.query.get("access_token") not in self._tokens:
+            return web.json_response({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"})
+        failure = self._next_failure()
+        if failure is not None:
+            if failure.status != 200:
+                return web.Response(status=failure.status, text="upstream error")
+            return web.json_response({"errcode": failure.errcode, "errmsg": "fake failure"})
+        body = await request.json()
+        if not body.get("touser") or body.get("msgtype") not in ("text", "image", "news"):
+            return web.json_response({"errcode": 40008, "errmsg": "invalid message type"})
+        self.sent.append({**body, "seq": next(self._seq)})
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    async def _messages(self, request: web.Request) -> web.Response:
+        after = int(request.query.get("after", "0"))
+        return web.json_response([m for m in self.sent if m["seq"] > after])
+
+    async def _fail(self, request: web.Request) -> web.Response:
+        data = await request.json()
+        self.fail_next(int(data.get("count", 1)), status=int(data.get("status", 200)),
+                       errcode=int(data.get("errcode", -1)))
+        return web.json_response({"ok": True})
+
+    async def _expire(self, request: web.Request) -> web.Response:
+        self.expire_tokens()
+        return web.json_response({"ok": True})

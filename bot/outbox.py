@@ -1,0 +1,86 @@
+"""Outbox delivery: claim due pushes, send them, record the verdict. Nothing is lost on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import timedelta
+
+from bot.clock import Clock
+from bot.wechat_api import Verdict, WeChatAPI
+from storage import outbox
+from storage.db import SessionFactory, transaction
+
+log = logging.getLogger("gridbot.outbox")
+
+LEASE = timedelta(seconds=60)
+BASE_DELAY = 2.0
+MAX_DELAY = 600.0
+QUOTA_DELAY = 900.0
+
+
+def backoff(attempts: int, rng: random.Random) -> float:
+    """Exponential backoff with full jitter, capped."""
+    return rng.uniform(0.5, 1.0) * min(MAX_DELAY, BASE_DELAY * 2 ** min(attempts, 20))
+
+
+class OutboxWorker:
+    def __init__(self, factory: SessionFactory, api: WeChatAPI, clock: Clock, *, poll_seconds: float = 2.0,
+                 rng: random.Random | None = None) -> None:
+        self.factory = factory
+        self.api = api
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self.rng = rng or random.Random()
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        """Something was just committed to the outbox: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Deliver what is due now; returns how many messages were attempted."""
+        async with transaction(self.factory) as session:
+            due = await outbox.claim_due(session, now=self.clock.now(), lease=LEASE)
+        blocked: set[str] = set()
+        for row in due:
+            assert row.id is not None
+            if row.recipient in blocked:
+                # An earlier message to this person just failed: keep their order, release the lease.
+                async with transaction(self.factory) as session:
+                    await outbox.release(session, row_id=row.id)
+                continue
+            result = await self.api.send_custom(row.payload, recipient=row.recipient)
+            now = self.clock.now()
+            async with transaction(self.factory) as session:
+                if result.verdict is Verdict.SENT:
+                    await outbox.mark_sent(session, row_id=row.id, now=now)
+                    continue
+                blocked.add(row.recipient)
+                if result.verdict is Verdict.PARK:
+                    log.warning("push parked", extra={"outbox_id": row.id, "error": result.detail})
+                    await outbox.mark_parked(session, row_id=row.id, error=result.detail)
+                else:
+                    delay = QUOTA_DELAY if result.verdict is Verdict.BACK_OFF else backoff(row.attempts, self.rng)
+                    await outbox.mark_retry(session, row_id=row.id, at=now + timedelta(seconds=delay),
+                                            error=result.detail)
+        return len(due)
+
+    async def drain(self, max_rounds: int = 100) -> None:
+        """Deliver until nothing more is due now (tests and shutdown)."""
+        for _ in range(max_rounds):
+            if await self.run_once() == 0:
+                return
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.drain()
+            except Exception:  # a database hiccup must not end delivery for good
+                log.exception("outbox round failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            except TimeoutError:
+                pass
+            self._wake.clear()

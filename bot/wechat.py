@@ -1,0 +1,237 @@
+"""The Official Account webhook protocol: signatures, replay window, AES safe mode, XML in and out.
+
+Nothing else in the code knows XML. Untrusted bodies are checked with defusedxml (no DTD, so no
+entity expansion) before wechatpy's parser sees them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from xml.etree.ElementTree import ParseError
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+from wechatpy import parse_message
+from wechatpy.crypto import WeChatCrypto
+from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
+from wechatpy.messages import BaseMessage
+from wechatpy.replies import TextReply
+from wechatpy.utils import check_signature
+
+from handlers.types import Inbound
+
+
+class ProtocolError(Exception):
+    """A request WeChat did not send (or sent too late): answered with `status`, never processed."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Parsed:
+    msg: Inbound
+    dedupe_key: str
+    account: str  # our ToUserName, the sender of the reply
+    encrypted: bool
+    nonce: str
+
+
+class WeChatTransport:
+    def __init__(self, *, token: str, appid: str, aes_key: str, replay_window: int, max_body: int) -> None:
+        self.token = token
+        self.replay_window = replay_window
+        self.max_body = max_body
+        self.crypto = WeChatCrypto(token, aes_key, appid) if aes_key else None
+
+    def verify_url(self, query: dict[str, str], now: datetime) -> str:
+        """GET /wechat: the URL check in the console; echostr goes back unchanged (in every mode)."""
+        self._check_signature(query)
+        return query.get("echostr", "")
+
+    def parse(self, query: dict[str, str], body: bytes, now: datetime) -> Parsed:
+        if len(body) > self.max_body:
+            raise ProtocolError(413, "body too large")
+        self._check_signature(query)
+        self._check_fresh(query, now)
+        nonce = query.get("nonce", "")
+        encrypted = query.get("encrypt_type", "raw") == "aes"
+        outer = _safe_xml(body)
+        if encrypted and self.crypto is not None:
+            try:
+                xml = self.crypto.decrypt_message(body, query.get("msg_signature", ""), query["timestamp"], nonce)
+            except InvalidSignatureException as exc:
+                raise ProtocolError(403, "bad msg_signature") from exc
+            except (InvalidAppIdException, ValueError, KeyError, TypeError) as exc:
+                raise ProtocolError(400, "cannot decrypt") from exc
+            _safe_xml(xml.encode() if isinstance(xml, str) else xml)
+        elif outer.find("MsgType") is not None:
+            # Plaintext mode, or compatible mode on a server without the AES key: the plain fields.
+            xml = body.decode("utf-8")
+            encrypted = False
+        else:
+            raise ProtocolError(400, "encrypted message but GRIDBOT_WECHAT_AES_KEY is not set")
+        try:
+            message = parse_message(xml)
+        except (KeyError, AttributeError, ValueError, TypeError) as exc:
+            raise ProtocolError(400, "not a WeChat message") from exc
+        if message is None or not message.source:
+            raise ProtocolError(400, "not a WeChat message")
+        return Parsed(to_inbound(message), dedupe_key(message), message.target, encrypted, nonce)
+
+    def render(self, parsed: Parsed, text: str | None, now: datetime) -> str:
+        """The passive reply; "success" when there is nothing to say (WeChat shows nothing)."""
+        if not text:
+            return "success"
+        ts = int(now.timestamp())
+        xml = TextReply(source=parsed.account, target=parsed.msg.sender, content=text, time=ts).render()
+        if parsed.encrypted and self.crypto is not None:
+            return str(self.crypto.encrypt_message(xml, parsed.nonce, ts))
+        return str(xml)
+
+    def _check_signature(self, query: dict[str, str]) -> None:
+        try:
+            check_signature(self.token, query.get("signature", ""), query.get("timestamp", ""),
+                            query.get("nonce", ""))
+        except InvalidSignatureException as exc:
+            raise ProtocolError(403, "bad signature") from exc
+
+    def _check_fresh(self, query: dict[str, str], now: datetime) -> None:
+        try:
+            ts = int(query.get("timestamp", ""))
+        except ValueError as exc:
+            raise ProtocolError(400, "bad timestamp") from exc
+        if abs(now.timestamp() - ts) > self.replay_window:
+            raise ProtocolError(403, "stale timestamp (replay?)")
+
+
+def _safe_xml(body: bytes) -> Any:
+    try:
+        return SafeET.fromstring(body, forbid_dtd=True)
+    except (DefusedXmlException, ParseError, ValueError) as exc:
+        raise ProtocolError(400, "malformed or dangerous XML") from exc
+
+
+def dedupe_key(message: BaseMessage) -> str:
+    """FromUserName+MsgId (MsgIds collide across users); events have none: +CreateTime+Event."""
+    if message.id:
+        return f"{message.source}:{message.id}"
+    event = getattr(message, "event", "") or message.type
+    return f"{message.source}:{message.time}:{event}"
+
+
+def to_inbound(message: BaseMessage) -> Inbound:
+    base: dict[str, Any] = {
+        "channel": "wechat",
+        "sender": message.source,
+        "created_at": datetime.fromtimestamp(int(message.time or 0), UTC),
+        "msg_id": int(message.id) if message.id else None,
+    }
+    kind = message.type
+    if kind == "text":
+        return Inbound(kind="text", text=message.content or "", **base)
+    if kind == "image":
+        return Inbound(kind="image", media_id=message.media_id, url=message.image, **base)
+    if kind == "voice":
+        return Inbound(kind="voice", media_id=message.media_id, text=message.recognition or None, **base)
+    if kind == "location":
+        lat, lon = _coords(message.location_x, message.location_y)
+        return Inbound(kind="location", lat=lat, lon=lon, label=message.label or None, **base)
+    if kind == "link":
+        return Inbound(kind="link", title=message.title, url=message.url, text=message.description, **base)
+    if kind == "event":
+        event = (getattr(message, "event", "") or "").lower()
+        if event.startswith("subscribe"):
+            event = "subscribe"  # also the qrscene_ variants
+        lat = getattr(message, "latitude", None)
+        lon = getattr(message, "longitude", None)
+        return Inbound(kind="event", event=event, lat=lat, lon=lon, **base)
+    return Inbound(kind="unknown", **base)
+
+
+def _coords(x: Any, y: Any) -> tuple[float, float]:
+    try:
+        return float(x), float(y)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(400, "bad location") from exc
+
+
+class WeChatSimulator:
+    """Plays the WeChat server: builds, signs and (in safe mode) encrypts messages exactly as WeChat
+    does, and reads the replies. Used by `gridbot chat`, the tests and the benchmarks."""
+
+    def __init__(self, *, token: str, appid: str, aes_key: str = "", account: str = "gh_gridbot_demo") -> None:
+        self.token = token
+        self.account = account
+        self.crypto = WeChatCrypto(token, aes_key, appid) if aes_key else None
+        self._msg_id = int(time.time() * 1000)
+
+    def next_msg_id(self) -> int:
+        self._msg_id += 1
+        return self._msg_id
+
+    def xml(self, sender: str, msg_type: str, fields: dict[str, Any], *, create_time: int,
+            msg_id: int | None = None) -> str:
+        parts = [f"<ToUserName><![CDATA[{self.account}]]></ToUserName>",
+                 f"<FromUserName><![CDATA[{sender}]]></FromUserName>",
+                 f"<CreateTime>{create_time}</CreateTime>", f"<MsgType><![CDATA[{msg_type}]]></MsgType>"]
+        for key, value in fields.items():
+            parts.append(f"<{key}>{value}</{key}>" if isinstance(value, int | float)
+                         else f"<{key}><![CDATA[{value}]]></{key}>")
+        if msg_type != "event":
+            parts.append(f"<MsgId>{msg_id if msg_id is not None else self.next_msg_id()}</MsgId>")
+        return "<xml>" + "".join(parts) + "</xml>"
+
+    def sign(self, xml: str, *, timestamp: int, mode: str = "auto", nonce: str | None = None
+             ) -> tuple[dict[str, str], bytes]:
+        """Query string and body for one POST. mode: plain | compatible | safe | auto (by AES key)."""
+        nonce = nonce or secrets.token_hex(5)
+        if mode == "auto":
+            mode = "safe" if self.crypto else "plain"
+        query = {"timestamp": str(timestamp), "nonce": nonce, "openid": _sender(xml),
+                 "signature": _sha1(self.token, str(timestamp), nonce)}
+        if mode == "plain":
+            return query, xml.encode()
+        assert self.crypto is not None, "compatible and safe modes need an AES key"
+        encrypted = self.crypto.encrypt_message(xml, nonce, timestamp)
+        envelope = SafeET.fromstring(encrypted)
+        encrypt = envelope.find("Encrypt").text
+        query.update(encrypt_type="aes", msg_signature=_sha1(self.token, str(timestamp), nonce, encrypt))
+        if mode == "safe":
+            body = (f"<xml><ToUserName><![CDATA[{self.account}]]></ToUserName>"
+                    f"<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>")
+        else:  # compatible: plaintext fields and the ciphertext side by side
+            body = xml.replace("</xml>", f"<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>")
+        return query, body.encode()
+
+    def verification_query(self, echostr: str, *, timestamp: int) -> dict[str, str]:
+        nonce = secrets.token_hex(5)
+        return {"signature": _sha1(self.token, str(timestamp), nonce), "timestamp": str(timestamp),
+                "nonce": nonce, "echostr": echostr}
+
+    def read_reply(self, body: str) -> str | None:
+        """The text of a passive reply, decrypting it in safe mode; None for "success"/empty."""
+        if body in ("", "success"):
+            return None
+        root = SafeET.fromstring(body)
+        if root.find("Encrypt") is not None:
+            assert self.crypto is not None
+            ts, nonce = root.findtext("TimeStamp"), root.findtext("Nonce")
+            body = self.crypto.decrypt_message(body, root.findtext("MsgSignature"), ts, nonce)
+            root = SafeET.fromstring(body)
+        return root.findtext("Content")
+
+
+def _sha1(*parts: str) -> str:
+    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
+
+
+def _sender(xml: str) -> str:
+    return SafeET.fromstring(xml).findtext("FromUserName") or ""

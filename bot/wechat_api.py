@@ -1,0 +1,114 @@
+"""Outbound calls to the WeChat API, async (aiohttp) with timeouts; errors become meanings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+import aiohttp
+
+from bot.clock import Clock
+
+log = logging.getLogger("gridbot.wechat_api")
+
+
+class Verdict(Enum):
+    SENT = "sent"
+    RETRY = "retry"  # transient: try again later with backoff
+    REFRESH_TOKEN = "refresh_token"  # the token is stale: refresh and retry at once
+    BACK_OFF = "back_off"  # a quota: try again, much later
+    PARK = "park"  # will never succeed as it is: keep it with the reason, stop trying
+
+
+@dataclass(frozen=True)
+class Result:
+    verdict: Verdict
+    detail: str = ""
+
+
+# errcode → meaning, in one place (https://developers.weixin.qq.com/doc/offiaccount/Getting_Started/Global_Return_Code.html)
+_TOKEN_ERRORS = {40001, 40014, 42001}
+_QUOTA_ERRORS = {45009, 45011, 45047}
+_TRANSIENT_ERRORS = {-1}
+
+
+def classify(errcode: int, errmsg: str = "") -> Result:
+    if errcode == 0:
+        return Result(Verdict.SENT)
+    detail = f"{errcode} {errmsg}".strip()
+    if errcode in _TOKEN_ERRORS:
+        return Result(Verdict.REFRESH_TOKEN, detail)
+    if errcode in _QUOTA_ERRORS:
+        return Result(Verdict.BACK_OFF, detail)
+    if errcode in _TRANSIENT_ERRORS:
+        return Result(Verdict.RETRY, detail)
+    # 45015 (outside the 48 h window), 40003 (bad openid), 43004 (unsubscribed) …: retrying won't help.
+    return Result(Verdict.PARK, detail)
+
+
+class TokenError(Exception):
+    pass
+
+
+class WeChatAPI:
+    """The access token is cached until shortly before it expires; one fetch at a time."""
+
+    def __init__(self, http: aiohttp.ClientSession, *, base: str, appid: str, secret: str, clock: Clock,
+                 timeout: float) -> None:
+        self.http = http
+        self.base = base.rstrip("/")
+        self.appid = appid
+        self.secret = secret
+        self.clock = clock
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._token: str | None = None
+        self._expires: datetime | None = None
+        self._lock = asyncio.Lock()
+
+    async def access_token(self, *, force: bool = False) -> str:
+        async with self._lock:
+            now = self.clock.now()
+            if not force and self._token and self._expires and now < self._expires:
+                return self._token
+            params = {"grant_type": "client_credential", "appid": self.appid, "secret": self.secret}
+            data = await self._get_json("/cgi-bin/token", params)
+            if "access_token" not in data:
+                raise TokenError(f"{data.get('errcode')} {data.get('errmsg', '')}".strip())
+            self._token = str(data["access_token"])
+            # Refresh five minutes early: a token is good for 7,200 s.
+            self._expires = now + timedelta(seconds=max(int(data.get("expires_in", 7200)) - 300, 60))
+            log.info("access_token refreshed", extra={"expires": self._expires.isoformat()})
+            return self._token
+
+    async def send_custom(self, payload: dict[str, Any], *, recipient: str) -> Result:
+        """客服消息: /cgi-bin/message/custom/send. Refreshes the token once when WeChat says it is stale."""
+        body = {"touser": recipient, **payload}
+        for attempt in range(2):
+            try:
+                token = await self.access_token(force=attempt > 0)
+                data = await self._post_json("/cgi-bin/message/custom/send", {"access_token": token}, body)
+            except TokenError as exc:
+                return Result(Verdict.RETRY, f"token: {exc}")
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                return Result(Verdict.RETRY, f"{type(exc).__name__}: {exc}"[:200])
+            result = classify(int(data.get("errcode", 0)), str(data.get("errmsg", "")))
+            if result.verdict is not Verdict.REFRESH_TOKEN:
+                return result
+        return Result(Verdict.RETRY, result.detail)
+
+    async def _get_json(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        try:
+            async with self.http.get(self.base + path, params=params, timeout=self.timeout) as resp:
+                resp.raise_for_status()
+                return dict(await resp.json(content_type=None))
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise TokenError(f"{type(exc).__name__}: {exc}"[:200]) from exc
+
+    async def _post_json(self, path: str, params: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        async with self.http.post(self.base + path, params=params, json=body, timeout=self.timeout) as resp:
+            resp.raise_for_status()
+            return dict(await resp.json(content_type=None))

@@ -1,0 +1,127 @@
+"""Leaders' commands in chat: 接单, 办结, 我的工单, 帮助."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from handlers import messages as m
+from handlers.commands import Command, parse_command
+from handlers.context import Services
+from handlers.dispatching import notify_resident, place_of
+from handlers.routing import Router
+from handlers.types import Inbound
+from storage import cases, grids
+from storage.lifecycle import Action, IllegalTransition, Role, Status
+from storage.models import Case, Resident, Staff
+
+router = Router("leader")
+
+
+def _verb(*verbs: str):  # type: ignore[no-untyped-def]
+    def match(msg: Inbound) -> bool:
+        cmd = parse_command(msg.text or "")
+        return cmd is not None and cmd.verb in verbs
+
+    return match
+
+
+@router.message(_verb("接单"))
+async def accept(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
+    cmd = parse_command(msg.text or "")
+    assert cmd is not None
+    case, refusal = await _target(session, staff, cmd, services, candidates=frozenset({Status.DISPATCHED}))
+    if case is None:
+        return refusal
+    try:
+        await cases.transition(session, case=case, action=Action.ACCEPT, role=Role.LEADER, now=now,
+                               actor_kind="staff", actor_id=staff.id, note=cmd.note or None)
+    except IllegalTransition:
+        return m.ILLEGAL.format(number=case.number, status=case.status, verb="接单")
+    case.assignee_id = staff.id
+    await _tell_resident(session, case, m.PUSH_ACCEPTED.format(
+        number=case.number, grid=_grid_name(services, staff.grid_id), leader=staff.name), now)
+    return m.ACCEPTED.format(number=case.number, category=case.category, place=place_of(case))
+
+
+@router.message(_verb("办结"))
+async def resolve(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
+    cmd = parse_command(msg.text or "")
+    assert cmd is not None
+    case, refusal = await _target(session, staff, cmd, services,
+                                  candidates=frozenset({Status.DISPATCHED, Status.ACCEPTED}))
+    if case is None:
+        return refusal
+    if not cmd.note:
+        return m.RESOLVE_NEEDS_NOTE.format(number=case.number)
+    try:
+        await cases.transition(session, case=case, action=Action.RESOLVE, role=Role.LEADER, now=now,
+                               actor_kind="staff", actor_id=staff.id, note=cmd.note)
+    except IllegalTransition:
+        return m.ILLEGAL.format(number=case.number, status=case.status, verb="办结")
+    case.assignee_id = case.assignee_id or staff.id
+    await _tell_resident(session, case, m.PUSH_RESOLVED.format(number=case.number, note=cmd.note), now)
+    return m.RESOLVED.format(number=case.number)
+
+
+@router.message(_verb("我的工单"))
+async def my_cases(staff: Staff, session: AsyncSession, now: datetime) -> str:
+    mine = await cases.open_cases_of_assignee(session, staff_id=staff.id or 0)
+    if not mine:
+        return m.MY_CASES_EMPTY
+    lines = [m.MY_CASE_LINE.format(number=c.number, status=c.status, category=c.category, place=place_of(c),
+                                   age=_age(now, c.created_at)) for c in mine]
+    return "\n".join([m.MY_CASES_HEADER.format(count=len(mine)), *lines])
+
+
+@router.message()
+async def staff_help() -> str:
+    return m.STAFF_HELP
+
+
+async def _target(session: AsyncSession, staff: Staff, cmd: Command, services: Services,
+                  candidates: frozenset[Status]) -> tuple[Case | None, str]:
+    """The case a command is about, or None and the reason: by number, or the only candidate."""
+    if cmd.number is None:
+        mine = await cases.open_cases_of_assignee(session, staff_id=staff.id or 0, statuses=candidates)
+        if len(mine) == 1:
+            return mine[0], ""
+        if not mine:
+            return None, m.NO_OPEN_CASE.format(verb=cmd.verb)
+        lines = "\n".join(f"{c.number} {c.category} · {place_of(c)}" for c in mine[:10])
+        return None, m.WHICH_CASE.format(count=len(mine), verb=cmd.verb, example=mine[0].number, lines=lines)
+    case = await cases.case_by_number(session, cmd.number)
+    if case is None:
+        return None, m.CASE_NOT_FOUND.format(number=cmd.number)
+    if not await may_act(session, staff, case):
+        return None, m.NOT_YOURS.format(number=case.number, grid=_grid_name(services, case.grid_id), verb=cmd.verb)
+    return case, ""
+
+
+async def may_act(session: AsyncSession, staff: Staff, case: Case) -> bool:
+    """The assignee, or a leader whose grid is the case's grid or one of its ancestors."""
+    if case.assignee_id == staff.id:
+        return True
+    if staff.role != "leader" or case.grid_id is None:
+        return False
+    node = await grids.get_node(session, case.grid_id)
+    return node is not None and staff.grid_id in grids.ancestor_ids(node)
+
+
+async def _tell_resident(session: AsyncSession, case: Case, content: str, now: datetime) -> None:
+    if case.resident_id is None:
+        return
+    resident = await session.get(Resident, case.resident_id)
+    if resident is not None:
+        notify_resident(session, openid=resident.openid, case=case, content=content, now=now)
+
+
+def _grid_name(services: Services, grid_id: int | None) -> str:
+    ref = services.grids.refs.get(grid_id) if grid_id is not None else None
+    return ref.name if ref else "其他网格"
+
+
+def _age(now: datetime, since: datetime) -> str:
+    hours = int((now - since).total_seconds() // 3600)
+    return f"{hours // 24}天{hours % 24}小时前" if hours >= 24 else f"{hours}小时前"

@@ -1,0 +1,31 @@
+"""One message through the handlers: find out who is talking, then let the routers answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from handlers import intake, leader, resident
+from handlers.context import Outcome, Services
+from handlers.routing import Dispatcher
+from handlers.types import Inbound
+from storage import grids
+from storage.cases import resident_for
+
+# Staff are recognised by their authenticated openid, never by anything they type.
+staff_dispatcher = Dispatcher(leader.router)
+resident_dispatcher = Dispatcher(resident.router, intake.router)
+
+
+async def handle(session: AsyncSession, msg: Inbound, services: Services, now: datetime) -> tuple[str | None, Outcome]:
+    """The passive reply (None: nothing to say) and what the message did."""
+    outcome = Outcome()
+    context: dict[str, object] = {"msg": msg, "session": session, "services": services, "now": now,
+                                  "outcome": outcome}
+    staff = await grids.staff_by_openid(session, msg.sender)
+    if staff is not None and msg.kind in ("text", "voice") and msg.text:
+        context["staff"] = staff
+        return await staff_dispatcher.feed(msg, context), outcome
+    context["resident"] = await resident_for(session, openid=msg.sender, now=now)
+    return await resident_dispatcher.feed(msg, context), outcome

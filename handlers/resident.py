@@ -1,0 +1,52 @@
+"""Residents' own commands: 查询 (my cases, or one case), and a kind word for staff-only verbs."""
+
+from __future__ import annotations
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from handlers import messages as m
+from handlers.commands import find_case_number, normalise
+from handlers.dispatching import place_of
+from handlers.routing import Filter, Router
+from handlers.types import Inbound
+from storage import cases
+from storage.models import Resident
+
+router = Router("resident")
+
+_STAFF_VERBS = ("接单", "办结", "我的工单")
+
+
+def _staff_verb(msg: Inbound) -> bool:
+    return msg.kind == "text" and normalise(msg.text or "").startswith(_STAFF_VERBS)
+
+
+def _query(msg: Inbound) -> bool:
+    return msg.kind == "text" and normalise(msg.text or "").startswith("查询")
+
+
+@router.message(_staff_verb)
+async def on_staff_verb(msg: Inbound) -> str:
+    """Someone who is not staff tried a leader command: refuse, and say how to report instead."""
+    verb = next(v for v in _STAFF_VERBS if normalise(msg.text or "").startswith(v))
+    return m.STAFF_ONLY.format(verb=verb)
+
+
+query_filter: Filter = _query
+
+
+@router.message(_query)
+async def on_query(msg: Inbound, resident: Resident, session: AsyncSession) -> str:
+    number = find_case_number(msg.text or "")
+    mine = await cases.cases_of_resident(session, resident_id=resident.id or 0, limit=10)
+    if number is not None:
+        mine = [c for c in mine if c.number == number] or [
+            c for c in [await cases.case_by_number(session, number)] if c is not None and c.resident_id == resident.id
+        ]
+        if not mine:
+            return m.RESIDENT_CASE_NOT_FOUND.format(number=number)
+    if not mine:
+        return m.RESIDENT_NO_CASES
+    lines = [m.RESIDENT_CASE_LINE.format(number=c.number, category=c.category, status=c.status, place=place_of(c))
+             for c in mine]
+    return "\n".join([m.RESIDENT_CASES_HEADER, *lines])

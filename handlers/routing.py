@@ -1,0 +1,73 @@
+"""Routing is data: each handler module declares a Router; the Dispatcher is generic and short.
+
+As in aiogram 3, a handler declares what it answers next to it, and receives its dependencies as
+keyword arguments picked by parameter name from the context the pipeline builds.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from handlers.types import Inbound
+
+Filter = Callable[[Inbound], bool]
+Handler = Callable[..., Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class Route:
+    filters: tuple[Filter, ...]
+    handler: Handler
+    params: tuple[str, ...]
+
+    def matches(self, msg: Inbound) -> bool:
+        return all(f(msg) for f in self.filters)
+
+
+class Router:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.routes: list[Route] = []
+
+    def message(self, *filters: Filter) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            params = tuple(inspect.signature(handler).parameters)
+            self.routes.append(Route(filters, handler, params))
+            return handler
+
+        return register
+
+
+class Dispatcher:
+    """Offers a message to the routers in order; the first matching route answers."""
+
+    def __init__(self, *routers: Router) -> None:
+        self.routers = routers
+
+    async def feed(self, msg: Inbound, context: dict[str, Any]) -> str | None:
+        for router in self.routers:
+            for route in router.routes:
+                if route.matches(msg):
+                    kwargs = {name: context[name] for name in route.params}
+                    return await route.handler(**kwargs)
+        return None
+
+
+def kind(*kinds: str) -> Filter:
+    return lambda m: m.kind in kinds
+
+
+def event(*names: str) -> Filter:
+    wanted = {n.lower() for n in names}
+    return lambda m: m.kind == "event" and (m.event or "").lower() in wanted
+
+
+def text_startswith(*prefixes: str) -> Filter:
+    return lambda m: m.text is not None and m.text.strip().startswith(prefixes)
+
+
+def has_text(m: Inbound) -> bool:
+    return bool(m.text and m.text.strip())

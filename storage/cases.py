@@ -1,0 +1,174 @@
+"""Cases, their numbers, their timeline, and the residents who report them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, tzinfo
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.lifecycle import OPEN_STATUSES, Action, Role, Status, next_status
+from storage.models import Case, CaseCounter, CaseEvent, Resident
+
+
+async def next_case_number(session: AsyncSession, *, now: datetime, zone: tzinfo) -> str:
+    """G + the office's local date + a daily sequence, e.g. G20261122-0007. Safe across processes."""
+    day = now.astimezone(zone).strftime("%Y%m%d")
+    try:
+        async with session.begin_nested():
+            session.add(CaseCounter(day=day, last=0))
+    except IntegrityError:
+        pass  # the day's counter exists already
+    stmt = (
+        update(CaseCounter)
+        .where(col(CaseCounter.day) == day)
+        .values(last=CaseCounter.last + 1)
+        .returning(col(CaseCounter.last))
+    )
+    seq = (await session.exec(stmt)).scalar_one()  # type: ignore[call-overload]
+    return f"G{day}-{seq:04d}"
+
+
+async def resident_for(session: AsyncSession, *, openid: str, now: datetime) -> Resident:
+    """The resident behind an openid, created on first contact."""
+    resident = (await session.exec(select(Resident).where(Resident.openid == openid))).first()
+    if resident is None:
+        resident = Resident(openid=openid, first_seen_at=now, last_seen_at=now)
+        session.add(resident)
+        await session.flush()
+    else:
+        resident.last_seen_at = now
+        session.add(resident)
+    return resident
+
+
+async def create_case(
+    session: AsyncSession,
+    *,
+    number: str,
+    category: str,
+    description: str,
+    urgent: bool,
+    resident: Resident,
+    now: datetime,
+    place_text: str | None = None,
+    lat: float | None = None,
+    lon: float | None = None,
+) -> Case:
+    case = Case(
+        number=number,
+        category=category,
+        description=description,
+        urgent=urgent,
+        status=Status.NEW,
+        resident_id=resident.id,
+        place_text=place_text,
+        lat=lat,
+        lon=lon,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(case)
+    await session.flush()
+    await add_event(session, case=case, action=Action.REPORT, actor_kind="resident", actor_id=resident.id,
+                    now=now, note=description, to_status=Status.NEW)
+    return case
+
+
+async def add_event(
+    session: AsyncSession,
+    *,
+    case: Case,
+    action: Action,
+    actor_kind: str,
+    now: datetime,
+    actor_id: int | None = None,
+    note: str | None = None,
+    media_id: str | None = None,
+    from_status: str | None = None,
+    to_status: str | None = None,
+) -> CaseEvent:
+    assert case.id is not None
+    event = CaseEvent(case_id=case.id, at=now, action=action, actor_kind=actor_kind, actor_id=actor_id,
+                      note=note, media_id=media_id, from_status=from_status, to_status=to_status)
+    session.add(event)
+    return event
+
+
+async def transition(
+    session: AsyncSession,
+    *,
+    case: Case,
+    action: Action,
+    role: Role,
+    now: datetime,
+    actor_kind: str,
+    actor_id: int | None = None,
+    note: str | None = None,
+) -> Case:
+    """Apply one row of the state machine and record it on the timeline (raises IllegalTransition)."""
+    before = case.status
+    case.status = next_status(before, action, role)
+    case.updated_at = now
+    if action is Action.DISPATCH:
+        case.dispatched_at = now
+    elif action is Action.ACCEPT:
+        case.accepted_at = now
+    elif action is Action.RESOLVE:
+        case.accepted_at = case.accepted_at or now
+        case.resolved_at = now
+    session.add(case)
+    await add_event(session, case=case, action=action, actor_kind=actor_kind, actor_id=actor_id, now=now,
+                    note=note, from_status=before, to_status=case.status)
+    return case
+
+
+async def case_by_number(session: AsyncSession, number: str) -> Case | None:
+    return (await session.exec(select(Case).where(Case.number == number.upper()))).first()
+
+
+async def get_case(session: AsyncSession, case_id: int) -> Case | None:
+    return await session.get(Case, case_id)
+
+
+async def open_cases_of_assignee(
+    session: AsyncSession, *, staff_id: int, statuses: frozenset[Status] = OPEN_STATUSES
+) -> list[Case]:
+    stmt = (
+        select(Case)
+        .where(Case.assignee_id == staff_id, col(Case.status).in_(list(statuses)))
+        .order_by(col(Case.created_at), col(Case.id))
+    )
+    return list((await session.exec(stmt)).all())
+
+
+async def cases_of_resident(session: AsyncSession, *, resident_id: int, limit: int = 10) -> list[Case]:
+    stmt = (
+        select(Case)
+        .where(Case.resident_id == resident_id)
+        .order_by(col(Case.created_at).desc(), col(Case.id).desc())
+        .limit(limit)
+    )
+    return list((await session.exec(stmt)).all())
+
+
+async def latest_case_of_resident(session: AsyncSession, *, resident_id: int, since: datetime) -> Case | None:
+    stmt = (
+        select(Case)
+        .where(Case.resident_id == resident_id, col(Case.created_at) >= since,
+               col(Case.status).in_(list(OPEN_STATUSES)))
+        .order_by(col(Case.created_at).desc(), col(Case.id).desc())
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()
+
+
+async def timeline(session: AsyncSession, case_id: int) -> list[CaseEvent]:
+    stmt = select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(col(CaseEvent.at), col(CaseEvent.id))
+    return list((await session.exec(stmt)).all())
+
+
+def window_start(now: datetime, minutes: int) -> datetime:
+    return now - timedelta(minutes=minutes)

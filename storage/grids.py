@@ -1,0 +1,140 @@
+"""The grid hierarchy and its staff: importing a grid file, and the queries routing needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import GridNode, Staff
+
+
+class GridFileError(Exception):
+    """A grid definition that cannot be imported; the message says where."""
+
+
+class NodeSpec(BaseModel):
+    code: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str = Field(min_length=1, max_length=100)
+    level: str = Field(min_length=1, max_length=20)
+    aliases: list[str] = []
+    landmarks: list[str] = []
+    polygon: list[tuple[float, float]] | None = None
+    children: list[NodeSpec] = []
+
+    @field_validator("polygon")
+    @classmethod
+    def _ring(cls, value: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        if value is not None and len(value) < 3:
+            raise ValueError("a polygon needs at least 3 points [lng, lat]")
+        return value
+
+
+class StaffSpec(BaseModel):
+    key: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str
+    role: Literal["leader", "dispatcher"]
+    grid: str
+    phone: str | None = None
+    wechat_openid: str | None = None
+    wecom_userid: str | None = None
+
+
+class GridFile(BaseModel):
+    office: dict[str, str] = {}
+    nodes: list[NodeSpec]
+    staff: list[StaffSpec] = []
+
+
+def read_grid_file(path: Path) -> GridFile:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return GridFile.model_validate(data)
+    except (OSError, yaml.YAMLError) as exc:
+        raise GridFileError(f"{path}: {exc}") from exc
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise GridFileError(f"{path}: {where}: {err['msg']}") from exc
+
+
+async def import_grid(session: AsyncSession, grid: GridFile) -> tuple[int, int]:
+    """Insert or update every node and staff member (matched by code / key). Returns the counts."""
+    existing = {n.code: n for n in (await session.exec(select(GridNode))).all()}
+    seen: set[str] = set()
+    count = 0
+
+    async def upsert(spec: NodeSpec, parent: GridNode | None) -> None:
+        nonlocal count
+        if spec.code in seen:
+            raise GridFileError(f"grid code {spec.code!r} appears twice")
+        seen.add(spec.code)
+        node = existing.get(spec.code) or GridNode(code=spec.code, name=spec.name, level=spec.level)
+        node.name, node.level = spec.name, spec.level
+        node.aliases, node.landmarks = list(spec.aliases), list(spec.landmarks)
+        node.polygon = [list(p) for p in spec.polygon] if spec.polygon else None
+        node.parent_id = parent.id if parent else None
+        session.add(node)
+        await session.flush()
+        node.path = f"{parent.path if parent else '/'}{node.id}/"
+        count += 1
+        for child in spec.children:
+            await upsert(child, node)
+
+    for root in grid.nodes:
+        await upsert(root, None)
+    await session.flush()
+
+    by_code = {n.code: n for n in (await session.exec(select(GridNode))).all()}
+    staff_rows = {s.key: s for s in (await session.exec(select(Staff))).all()}
+    for spec in grid.staff:
+        node = by_code.get(spec.grid)
+        if node is None:
+            raise GridFileError(f"staff {spec.key!r}: unknown grid {spec.grid!r}")
+        row = staff_rows.get(spec.key) or Staff(key=spec.key, name=spec.name, role=spec.role, grid_id=0)
+        row.name, row.role, row.grid_id, row.phone = spec.name, spec.role, node.id or 0, spec.phone
+        row.wechat_openid, row.wecom_userid, row.active = spec.wechat_openid, spec.wecom_userid, True
+        session.add(row)
+    await session.flush()
+    return count, len(grid.staff)
+
+
+async def all_nodes(session: AsyncSession) -> list[GridNode]:
+    return list((await session.exec(select(GridNode).order_by(col(GridNode.id)))).all())
+
+
+async def get_node(session: AsyncSession, node_id: int) -> GridNode | None:
+    return await session.get(GridNode, node_id)
+
+
+def ancestor_ids(node: GridNode) -> list[int]:
+    """Ids from the node itself up to the root."""
+    return [int(p) for p in reversed(node.path.strip("/").split("/")) if p]
+
+
+async def leader_for(session: AsyncSession, node: GridNode) -> Staff | None:
+    """The leader responsible for `node`: its own, else the nearest ancestor's (网格 → 社区 → 街道)."""
+    for node_id in ancestor_ids(node):
+        stmt = (
+            select(Staff)
+            .where(Staff.grid_id == node_id, Staff.role == "leader", col(Staff.active).is_(True))
+            .order_by(col(Staff.id))
+            .limit(1)
+        )
+        staff = (await session.exec(stmt)).first()
+        if staff is not None:
+            return staff
+    return None
+
+
+async def staff_by_openid(session: AsyncSession, openid: str) -> Staff | None:
+    stmt = select(Staff).where(Staff.wechat_openid == openid, col(Staff.active).is_(True))
+    return (await session.exec(stmt)).first()
+
+
+async def staff_by_id(session: AsyncSession, staff_id: int) -> Staff | None:
+    return await session.get(Staff, staff_id)

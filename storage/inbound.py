@@ -1,0 +1,80 @@
+"""The inbound message log: one row per WeChat message, written before WeChat gets an answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import InboundMessage
+
+
+def new_row(*, dedupe_key: str, channel: str, sender: str, msg_type: str, payload: dict[str, Any],
+            now: datetime) -> InboundMessage:
+    return InboundMessage(dedupe_key=dedupe_key, channel=channel, sender=sender, msg_type=msg_type,
+                          payload=payload, received_at=now)
+
+
+async def by_key(session: AsyncSession, dedupe_key: str) -> InboundMessage | None:
+    return (await session.exec(select(InboundMessage).where(InboundMessage.dedupe_key == dedupe_key))).first()
+
+
+async def claim(session: AsyncSession, *, row_id: int, now: datetime) -> bool:
+    """Take the message for processing. Exactly one caller, in any process, gets True."""
+    stmt = (
+        update(InboundMessage)
+        .where(col(InboundMessage.id) == row_id, col(InboundMessage.status) == "received")
+        .values(status="processed", processed_at=now)
+    )
+    result = await session.exec(stmt)  # type: ignore[call-overload]
+    return bool(result.rowcount == 1)
+
+
+async def finish(session: AsyncSession, *, row_id: int, reply: str | None, mode: str,
+                 case_id: int | None) -> None:
+    stmt = (
+        update(InboundMessage)
+        .where(col(InboundMessage.id) == row_id)
+        .values(reply=reply, reply_mode=mode, case_id=case_id)
+    )
+    await session.exec(stmt)  # type: ignore[call-overload]
+
+
+async def mark_failed(session: AsyncSession, *, row_id: int, now: datetime) -> None:
+    stmt = update(InboundMessage).where(col(InboundMessage.id) == row_id).values(status="failed", processed_at=now)
+    await session.exec(stmt)  # type: ignore[call-overload]
+
+
+async def unprocessed(session: AsyncSession, *, received_before: datetime, limit: int = 100) -> list[int]:
+    """Messages stored but never processed (the process died after acknowledging them)."""
+    stmt = (
+        select(InboundMessage.id)
+        .where(InboundMessage.status == "received", col(InboundMessage.received_at) < received_before)
+        .order_by(col(InboundMessage.id))
+        .limit(limit)
+    )
+    return [int(i) for i in (await session.exec(stmt)).all() if i is not None]
+
+
+async def get(session: AsyncSession, row_id: int) -> InboundMessage | None:
+    return await session.get(InboundMessage, row_id)
+
+
+async def loose_media(session: AsyncSession, *, sender: str, since: datetime) -> list[InboundMessage]:
+    """Photos a resident sent recently that are not attached to any case yet."""
+    stmt = (
+        select(InboundMessage)
+        .where(InboundMessage.sender == sender, InboundMessage.msg_type == "image",
+               col(InboundMessage.case_id).is_(None), col(InboundMessage.received_at) >= since)
+        .order_by(col(InboundMessage.id))
+    )
+    return list((await session.exec(stmt)).all())
+
+
+async def attach_to_case(session: AsyncSession, *, row_ids: list[int], case_id: int) -> None:
+    if row_ids:
+        stmt = update(InboundMessage).where(col(InboundMessage.id).in_(row_ids)).values(case_id=case_id)
+        await session.exec(stmt)  # type: ignore[call-overload]

@@ -1,0 +1,63 @@
+"""The case state machine: one table, read like a spec (state × action → new state, who may act).
+
+Later issues add rows (退回, 转派, 上报, 挂起, 延期, 核查, 重办 …); nothing else in the code compares
+statuses to decide what may happen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    NEW = "待派遣"  # stored, no grid known yet (waiting for a place, or for a dispatcher)
+    DISPATCHED = "已派遣"  # routed to a leader, not yet accepted
+    ACCEPTED = "已接单"
+    RESOLVED = "已办结"
+
+
+class Action(StrEnum):
+    REPORT = "上报"  # a resident's report creates the case (no transition: the birth event)
+    DISPATCH = "派遣"
+    ACCEPT = "接单"
+    RESOLVE = "办结"
+    LOCATE = "补充位置"
+    ATTACH = "补充材料"
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    LEADER = "leader"  # the assignee, or a leader of the case's grid or one of its ancestors
+
+
+@dataclass(frozen=True)
+class Rule:
+    to: Status
+    who: frozenset[Role]
+
+
+TRANSITIONS: dict[tuple[Status, Action], Rule] = {
+    (Status.NEW, Action.DISPATCH): Rule(Status.DISPATCHED, frozenset({Role.SYSTEM})),
+    (Status.DISPATCHED, Action.ACCEPT): Rule(Status.ACCEPTED, frozenset({Role.LEADER})),
+    # A leader who fixes the problem straight away may resolve without a separate 接单.
+    (Status.DISPATCHED, Action.RESOLVE): Rule(Status.RESOLVED, frozenset({Role.LEADER})),
+    (Status.ACCEPTED, Action.RESOLVE): Rule(Status.RESOLVED, frozenset({Role.LEADER})),
+}
+
+OPEN_STATUSES = frozenset({Status.NEW, Status.DISPATCHED, Status.ACCEPTED})
+
+
+class IllegalTransition(Exception):
+    def __init__(self, status: str, action: Action) -> None:
+        super().__init__(f"{action} is not allowed from {status}")
+        self.status = status
+        self.action = action
+
+
+def next_status(status: str, action: Action, role: Role) -> Status:
+    """The status after `action`, or IllegalTransition when the table has no such row for `role`."""
+    rule = TRANSITIONS.get((Status(status), action))
+    if rule is None or role not in rule.who:
+        raise IllegalTransition(status, action)
+    return rule.to

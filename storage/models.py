@@ -1,0 +1,153 @@
+"""Tables. Times are aware UTC; display conversion happens at the edges."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Index, Text
+from sqlmodel import Field, SQLModel
+
+from storage.types import UTCDateTime
+
+
+def _utc(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+class GridNode(SQLModel, table=True):
+    """A node of the grid hierarchy: 街道 → 社区 → 网格 (any depth)."""
+
+    __tablename__ = "grid_node"
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=100)
+    level: str = Field(max_length=20)
+    parent_id: int | None = Field(default=None, foreign_key="grid_node.id", index=True)
+    # Materialised path of ids, "/1/4/9/": ancestors and descendants without recursion.
+    path: str = Field(default="/", max_length=500, index=True)
+    aliases: list[str] = Field(default_factory=list, sa_type=JSON)
+    landmarks: list[str] = Field(default_factory=list, sa_type=JSON)
+    # [[lng, lat], ...] in GCJ-02, as drawn on Tencent/AMap maps.
+    polygon: list[list[float]] | None = Field(default=None, sa_type=JSON)
+
+
+class Staff(SQLModel, table=True):
+    """网格员/网格长/调度员: a person who works cases."""
+
+    __tablename__ = "staff"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=50)
+    phone: str | None = Field(default=None, max_length=20)
+    role: str = Field(max_length=20)  # leader | dispatcher
+    grid_id: int = Field(foreign_key="grid_node.id", index=True)
+    wechat_openid: str | None = Field(default=None, max_length=64, unique=True)
+    wecom_userid: str | None = Field(default=None, max_length=64, unique=True)
+    active: bool = True
+
+
+class Resident(SQLModel, table=True):
+    __tablename__ = "resident"
+    id: int | None = Field(default=None, primary_key=True)
+    openid: str = Field(max_length=64, unique=True)
+    phone: str | None = Field(default=None, max_length=20)
+    first_seen_at: datetime = _utc()
+    last_seen_at: datetime = _utc()
+    # The last location pin, kept for a report that follows it.
+    last_lat: float | None = None
+    last_lon: float | None = None
+    last_location_at: datetime | None = _utc(default=None)
+    # A case waiting for the resident to say where it is.
+    awaiting_place_case_id: int | None = Field(default=None)
+
+
+class Case(SQLModel, table=True):
+    """工单: one reported problem."""
+
+    __tablename__ = "cases"
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(max_length=32, unique=True)
+    category: str = Field(max_length=50)
+    description: str = Field(sa_type=Text)
+    place_text: str | None = Field(default=None, max_length=500)
+    lat: float | None = None
+    lon: float | None = None
+    grid_id: int | None = Field(default=None, foreign_key="grid_node.id", index=True)
+    urgent: bool = False
+    status: str = Field(max_length=20, index=True)
+    resident_id: int | None = Field(default=None, foreign_key="resident.id", index=True)
+    assignee_id: int | None = Field(default=None, foreign_key="staff.id", index=True)
+    created_at: datetime = _utc()
+    updated_at: datetime = _utc()
+    dispatched_at: datetime | None = _utc(default=None)
+    accepted_at: datetime | None = _utc(default=None)
+    resolved_at: datetime | None = _utc(default=None)
+
+
+class CaseEvent(SQLModel, table=True):
+    """One step on a case's timeline: who did what, when, with what note."""
+
+    __tablename__ = "case_event"
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="cases.id", index=True)
+    at: datetime = _utc()
+    action: str = Field(max_length=20)
+    actor_kind: str = Field(max_length=20)  # resident | staff | system
+    actor_id: int | None = None
+    from_status: str | None = Field(default=None, max_length=20)
+    to_status: str | None = Field(default=None, max_length=20)
+    note: str | None = Field(default=None, sa_type=Text)
+    media_id: str | None = Field(default=None, max_length=200)
+
+
+class InboundMessage(SQLModel, table=True):
+    """Every message WeChat delivered, once: the durable queue behind each answer."""
+
+    __tablename__ = "inbound_message"
+    id: int | None = Field(default=None, primary_key=True)
+    # FromUserName+MsgId, or FromUserName+CreateTime+Event for events (which have no MsgId).
+    dedupe_key: str = Field(max_length=200, unique=True)
+    channel: str = Field(default="wechat", max_length=20)
+    sender: str = Field(max_length=64, index=True)
+    msg_type: str = Field(max_length=40)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    received_at: datetime = _utc()
+    status: str = Field(default="received", max_length=20)  # received | processed
+    processed_at: datetime | None = _utc(default=None)
+    reply: str | None = Field(default=None, sa_type=Text)
+    reply_mode: str | None = Field(default=None, max_length=20)  # passive | customer_service | none
+    case_id: int | None = None
+
+    __table_args__ = (Index("ix_inbound_pending", "status", "received_at"),)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A push still to deliver (or delivered, or parked with the reason it never will be)."""
+
+    __tablename__ = "outbox"
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(default="wechat_cs", max_length=20)
+    recipient: str = Field(max_length=64)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    case_id: int | None = Field(default=None, index=True)
+    status: str = Field(default="pending", max_length=20)  # pending | sent | parked
+    attempts: int = 0
+    next_attempt_at: datetime = _utc()
+    claimed_until: datetime | None = _utc(default=None)
+    last_error: str | None = Field(default=None, max_length=500)
+    created_at: datetime = _utc()
+    sent_at: datetime | None = _utc(default=None)
+
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+
+class CaseCounter(SQLModel, table=True):
+    """Daily sequence behind case numbers such as G20261122-0007."""
+
+    __tablename__ = "case_counter"
+    day: str = Field(primary_key=True, max_length=8)
+    last: int = 0
+
+
+ALL_TABLES = [GridNode, Staff, Resident, Case, CaseEvent, InboundMessage, OutboxMessage, CaseCounter]

@@ -1,0 +1,192 @@
+"""The fakes for the outside world, one each: clock, WeChat API server, WeChat (message maker)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import text
+from sqlmodel import select
+
+from bot.app import FACTORY, RECEIVER, WORKER, create_app
+from bot.config import DEMO_GRID_FILE, Settings
+from bot.fake_wechat import FakeWeChat
+from bot.wechat import WeChatSimulator
+from storage.db import create_engine, session_factory, transaction, upgrade_sync
+from storage.models import ALL_TABLES, Case, OutboxMessage
+
+TOKEN = "gridbot-test-token"
+APPID = "wx1234567890abcdef"
+SECRET = "test-secret"
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+RESIDENT = "o_resident_wang"
+RESIDENT_2 = "o_resident_li"
+LEADER_HP01 = "o_demo_zhangwei_hp01"  # 张伟, 和平里第一网格 (幸福里小区)
+LEADER_CH01 = "o_demo_zhouting_ch01"  # 周婷, 春晖第一网格
+LEADER_HP = "o_demo_zhangxiuying_hp"  # 张秀英, 和平里社区
+LEADER_ZL = "o_demo_chenjing_zl"  # 陈静, 枣林社区 (枣林第二网格 has no leader of its own)
+INSIDE_HP01 = (39.92625, 116.40375)
+INSIDE_ZL02 = (39.90750, 116.42250)
+
+
+class FakeClock:
+    """Wall time stands still until a test moves it; elapsed time (monotonic) is real."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+
+    def now(self) -> datetime:
+        return self._now
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def advance(self, **kw: float) -> None:
+        self._now += timedelta(**kw)
+
+
+PG_URL = os.environ.get("GRIDBOT_DATABASE_URL", "")
+ON_POSTGRES = PG_URL.startswith("postgresql")
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Migrations run once per session: a SQLite file to copy, or the PostgreSQL schema."""
+    if ON_POSTGRES:
+        engine_url = PG_URL
+        import asyncio
+
+        async def reset() -> None:
+            engine = create_engine(engine_url)
+            async with engine.begin() as conn:
+                await conn.execute(text("DROP SCHEMA public CASCADE"))
+                await conn.execute(text("CREATE SCHEMA public"))
+            await engine.dispose()
+
+        asyncio.run(reset())
+        upgrade_sync(engine_url)
+        return engine_url
+    path = tmp_path_factory.mktemp("db") / "template.sqlite3"
+    upgrade_sync(f"sqlite+aiosqlite:///{path}")
+    return str(path)
+
+
+@pytest.fixture
+async def database_url(migrated_template: str, tmp_path: Path) -> AsyncIterator[str]:
+    if ON_POSTGRES:
+        engine = create_engine(PG_URL)
+        names = ", ".join(f'"{t.__tablename__}"' for t in ALL_TABLES)
+        async with engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        await engine.dispose()
+        yield PG_URL
+        return
+    target = tmp_path / "gridbot.sqlite3"
+    shutil.copy(migrated_template, target)
+    yield f"sqlite+aiosqlite:///{target}"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 11, 22, 2, 0, tzinfo=UTC))  # 10:00 in Shanghai
+
+
+@pytest.fixture
+def fake_wechat() -> FakeWeChat:
+    return FakeWeChat(APPID, SECRET)
+
+
+@pytest.fixture
+async def fake_wechat_url(fake_wechat: FakeWeChat) -> AsyncIterator[str]:
+    server = TestServer(fake_wechat.app())
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+@pytest.fixture
+def aes_key() -> str:
+    """Empty: plaintext mode. Tests of safe mode override this fixture."""
+    return ""
+
+
+@pytest.fixture
+def settings(database_url: str, fake_wechat_url: str, aes_key: str) -> Settings:
+    return Settings(database_url=database_url, wechat_token=TOKEN, wechat_appid=APPID, wechat_secret=SECRET,
+                    wechat_aes_key=aes_key, wechat_api_base=fake_wechat_url, grid_file=DEMO_GRID_FILE,
+                    _env_file=None)  # type: ignore[call-arg]
+
+
+class WeChat:
+    """Plays the WeChat server against the app under test, as a resident's or leader's phone would."""
+
+    def __init__(self, client: TestClient, clock: FakeClock, fake: FakeWeChat, aes_key: str) -> None:
+        self.client = client
+        self.clock = clock
+        self.fake = fake
+        self.sim = WeChatSimulator(token=TOKEN, appid=APPID, aes_key=aes_key, account="gh_test")
+        self.last_status = 0
+
+    @property
+    def app(self) -> Any:
+        return self.client.server.app
+
+    def xml(self, sender: str, msg_type: str, fields: dict[str, Any], msg_id: int | None = None) -> str:
+        return self.sim.xml(sender, msg_type, fields, create_time=int(self.clock.now().timestamp()), msg_id=msg_id)
+
+    async def post(self, xml: str, *, mode: str = "auto") -> tuple[int, str]:
+        query, body = self.sim.sign(xml, timestamp=int(self.clock.now().timestamp()), mode=mode)
+        resp = await self.client.post("/wechat", params=query, data=body)
+        self.last_status = resp.status
+        return resp.status, await resp.text()
+
+    async def send(self, xml: str, *, mode: str = "auto") -> str | None:
+        status, body = await self.post(xml, mode=mode)
+        assert status == 200, body
+        return self.sim.read_reply(body)
+
+    async def text(self, sender: str, content: str, **kw: Any) -> str | None:
+        return await self.send(self.xml(sender, "text", {"Content": content}), **kw)
+
+    async def location(self, sender: str, lat: float, lon: float, label: str = "") -> str | None:
+        return await self.send(self.xml(sender, "location", {"Location_X": lat, "Location_Y": lon, "Scale": 16,
+                                                             "Label": label}))
+
+    async def deliver(self) -> None:
+        """Let processing finish and the outbox deliver what is due now."""
+        await self.app[RECEIVER].wait_idle()
+        await self.app[WORKER].drain()
+
+    def pushes_to(self, openid: str) -> list[str]:
+        return self.fake.texts_to(openid)
+
+    async def cases(self) -> list[Case]:
+        async with transaction(self.app[FACTORY]) as session:
+            return list((await session.exec(select(Case).order_by(Case.id))).all())
+
+    async def outbox(self) -> list[OutboxMessage]:
+        async with transaction(self.app[FACTORY]) as session:
+            return list((await session.exec(select(OutboxMessage).order_by(OutboxMessage.id))).all())
+
+
+@pytest.fixture
+async def wechat(aiohttp_client: Any, settings: Settings, clock: FakeClock, fake_wechat: FakeWeChat,
+                 aes_key: str) -> AsyncIterator[WeChat]:
+    client = await aiohttp_client(create_app(settings, clock=clock, background=False))
+    yield WeChat(client, clock, fake_wechat, aes_key)
+
+
+@pytest.fixture
+def session_maker(wechat: WeChat) -> Iterator[Any]:
+    yield wechat.app[FACTORY]
+
+
+__all__ = ["session_factory"]
