@@ -46,8 +46,13 @@ async def load_services(factory: SessionFactory, settings: Settings) -> Services
         nodes = await grids.all_nodes(session)
     if nodes and settings.grid_file is None:
         office = next((n.name for n in nodes if n.parent_id is None), office)
-    return Services(catalog=Catalog.load(settings.categories_file), grids=GridIndex(nodes), zone=settings.zone,
-                    office_name=office, place_window_minutes=settings.place_window_minutes)
+    return Services(
+        catalog=Catalog.load(settings.categories_file),
+        grids=GridIndex(nodes),
+        zone=settings.zone,
+        office_name=office,
+        place_window_minutes=settings.place_window_minutes,
+    )
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, background: bool = True) -> web.Application:
@@ -55,10 +60,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None, background: bo
     app = web.Application(client_max_size=settings.max_body_bytes + 1024)
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
-    app[TRANSPORT] = WeChatTransport(token=settings.wechat_token, appid=settings.wechat_appid,
-                                     aes_key=settings.wechat_aes_key,
-                                     replay_window=settings.replay_window_seconds,
-                                     max_body=settings.max_body_bytes)
+    app[TRANSPORT] = WeChatTransport(
+        token=settings.wechat_token,
+        appid=settings.wechat_appid,
+        aes_key=settings.wechat_aes_key,
+        replay_window=settings.replay_window_seconds,
+        max_body=settings.max_body_bytes,
+    )
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_outbound)
     if background:
@@ -80,12 +88,22 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _outbound(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with aiohttp.ClientSession() as http:
-        api = WeChatAPI(http, base=settings.wechat_api_base, appid=settings.wechat_appid,
-                        secret=settings.wechat_secret, clock=app[CLOCK],
-                        timeout=settings.outbound_timeout_seconds)
+        api = WeChatAPI(
+            http,
+            base=settings.wechat_api_base,
+            appid=settings.wechat_appid,
+            secret=settings.wechat_secret,
+            clock=app[CLOCK],
+            timeout=settings.outbound_timeout_seconds,
+        )
         app[WORKER] = OutboxWorker(app[FACTORY], api, app[CLOCK])
-        app[RECEIVER] = Receiver(app[FACTORY], app[SERVICES], app[CLOCK], budget=settings.reply_budget_seconds,
-                                 on_outbox=app[WORKER].kick)
+        app[RECEIVER] = Receiver(
+            app[FACTORY],
+            app[SERVICES],
+            app[CLOCK],
+            budget=settings.reply_budget_seconds,
+            on_outbox=app[WORKER].kick,
+        )
         yield
         await app[RECEIVER].wait_idle()
 
@@ -95,8 +113,15 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     delivery = asyncio.create_task(worker.run_forever(), name="outbox")
     scheduler = AsyncIOScheduler(timezone=app[SETTINGS].timezone)
     # Messages acknowledged by a process that then died: pick them up (also once, right at start).
-    scheduler.add_job(receiver.recover, "interval", seconds=30, id="recover", max_instances=1, coalesce=True,
-                      next_run_time=app[CLOCK].now())
+    scheduler.add_job(
+        receiver.recover,
+        "interval",
+        seconds=30,
+        id="recover",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=app[CLOCK].now(),
+    )
     scheduler.start()
     yield
     scheduler.shutdown(wait=False)

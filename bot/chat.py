@@ -40,10 +40,11 @@ def _names(settings: Settings) -> dict[str, str]:
 
 
 async def run_chat(settings: Settings, *, url: str, fake: str, identity: str) -> None:
-    sim = WeChatSimulator(token=settings.wechat_token, appid=settings.wechat_appid,
-                          aes_key=settings.wechat_aes_key)
+    sim = WeChatSimulator(
+        token=settings.wechat_token, appid=settings.wechat_appid, aes_key=settings.wechat_aes_key
+    )
     names = _names(settings)
-    state = {"me": identity, "last": None}
+    state: dict[str, str] = {"me": identity, "last": ""}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         watcher = asyncio.create_task(_watch_pushes(http, fake, names))
         print(f"已连接 {url}；你现在是 {_label(identity, names)}。输入 /help 查看命令。", flush=True)
@@ -71,8 +72,9 @@ def _read_line(prompt: str) -> str | None:
         return None
 
 
-async def _handle_line(http: aiohttp.ClientSession, sim: WeChatSimulator, url: str, state: dict,
-                       names: dict[str, str], line: str) -> None:
+async def _handle_line(
+    http: aiohttp.ClientSession, sim: WeChatSimulator, url: str, state: dict, names: dict[str, str], line: str
+) -> None:
     me = state["me"]
     create_time = int(time.time())
     if line == "/help":
@@ -87,7 +89,7 @@ async def _handle_line(http: aiohttp.ClientSession, sim: WeChatSimulator, url: s
         print(f"你现在是 {_label(state['me'], names)}")
         return
     if line == "/retry":
-        if state["last"] is None:
+        if not state["last"]:
             print("还没有发过消息")
             return
         xml = state["last"]
@@ -96,15 +98,27 @@ async def _handle_line(http: aiohttp.ClientSession, sim: WeChatSimulator, url: s
         if len(parts) < 3:
             print("用法：/loc 纬度 经度 [地名]")
             return
-        xml = sim.xml(me, "location", {"Location_X": parts[1], "Location_Y": parts[2], "Scale": 16,
-                                       "Label": " ".join(parts[3:])}, create_time=create_time)
+        xml = sim.xml(
+            me,
+            "location",
+            {"Location_X": parts[1], "Location_Y": parts[2], "Scale": 16, "Label": " ".join(parts[3:])},
+            create_time=create_time,
+        )
     elif line == "/photo":
         mid = sim.next_msg_id()
-        xml = sim.xml(me, "image", {"PicUrl": f"http://127.0.0.1/fake/{mid}.jpg", "MediaId": f"media_{mid}"},
-                      create_time=create_time)
+        xml = sim.xml(
+            me,
+            "image",
+            {"PicUrl": f"http://127.0.0.1/fake/{mid}.jpg", "MediaId": f"media_{mid}"},
+            create_time=create_time,
+        )
     elif line.startswith("/voice "):
-        xml = sim.xml(me, "voice", {"MediaId": f"voice_{sim.next_msg_id()}", "Format": "amr",
-                                    "Recognition": line[7:]}, create_time=create_time)
+        xml = sim.xml(
+            me,
+            "voice",
+            {"MediaId": f"voice_{sim.next_msg_id()}", "Format": "amr", "Recognition": line[7:]},
+            create_time=create_time,
+        )
     elif line == "/sub":
         xml = sim.xml(me, "event", {"Event": "subscribe", "EventKey": ""}, create_time=create_time)
     else:
@@ -140,7 +154,10 @@ async def _watch_pushes(http: aiohttp.ClientSession, fake: str, names: dict[str,
         for m in new:
             after = max(after, m["seq"])
             content = m.get("text", {}).get("content", m.get("msgtype"))
-            print(f"\n  ✉ 推送给 {_label(m['touser'], names)}：\n    " + content.replace("\n", "\n    "), flush=True)
+            print(
+                f"\n  ✉ 推送给 {_label(m['touser'], names)}：\n    " + content.replace("\n", "\n    "),
+                flush=True,
+            )
 
 
 def _label(openid: str, names: dict[str, str]) -> str:

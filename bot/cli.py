@@ -61,8 +61,11 @@ def main(argv: list[str] | None = None) -> int:
             from bot.chat import run_chat
 
             url = args.url or f"http://{settings.host}:{settings.port}/wechat"
-            asyncio.run(run_chat(settings, url=url, fake=args.fake or settings.wechat_api_base,
-                                 identity=args.identity))
+            asyncio.run(
+                run_chat(
+                    settings, url=url, fake=args.fake or settings.wechat_api_base, identity=args.identity
+                )
+            )
         elif args.command == "fake-wechat":
             asyncio.run(_serve_fake(settings, args.port))
     except KeyboardInterrupt:
@@ -134,8 +137,15 @@ async def _run_demo(settings: Settings, fake_port: int) -> None:
     bot = web.AppRunner(create_app(settings), access_log=None)
     await bot.setup()
     await web.TCPSite(bot, settings.host, settings.port).start()
-    print(DEMO_BANNER.format(host=settings.host, port=settings.port, fake_port=fake_port,
-                             mode="安全模式（AES）" if settings.safe_mode else "明文模式"), flush=True)
+    print(
+        DEMO_BANNER.format(
+            host=settings.host,
+            port=settings.port,
+            fake_port=fake_port,
+            mode="安全模式（AES）" if settings.safe_mode else "明文模式",
+        ),
+        flush=True,
+    )
     try:
         await asyncio.Event().wait()
     finally:

@@ -38,7 +38,11 @@ class FakeWeChat:
         self._tokens.clear()
 
     def texts_to(self, openid: str) -> list[str]:
-        return [m["text"]["content"] for m in self.sent if m.get("touser") == openid and m.get("msgtype") == "text"]
+        return [
+            m["text"]["content"]
+            for m in self.sent
+            if m.get("touser") == openid and m.get("msgtype") == "text"
+        ]
 
     def _next_failure(self) -> Failure | None:
         while self.failures and self.failures[0].count <= 0:
@@ -70,7 +74,9 @@ class FakeWeChat:
 
     async def _custom_send(self, request: web.Request) -> web.Response:
         if request.query.get("access_token") not in self._tokens:
-            return web.json_response({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"})
+            return web.json_response(
+                {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"}
+            )
         failure = self._next_failure()
         if failure is not None:
             if failure.status != 200:
@@ -88,8 +94,11 @@ class FakeWeChat:
 
     async def _fail(self, request: web.Request) -> web.Response:
         data = await request.json()
-        self.fail_next(int(data.get("count", 1)), status=int(data.get("status", 200)),
-                       errcode=int(data.get("errcode", -1)))
+        self.fail_next(
+            int(data.get("count", 1)),
+            status=int(data.get("status", 200)),
+            errcode=int(data.get("errcode", -1)),
+        )
         return web.json_response({"ok": True})
 
     async def _expire(self, request: web.Request) -> web.Response:

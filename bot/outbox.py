@@ -26,8 +26,15 @@ def backoff(attempts: int, rng: random.Random) -> float:
 
 
 class OutboxWorker:
-    def __init__(self, factory: SessionFactory, api: WeChatAPI, clock: Clock, *, poll_seconds: float = 2.0,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        factory: SessionFactory,
+        api: WeChatAPI,
+        clock: Clock,
+        *,
+        poll_seconds: float = 2.0,
+        rng: random.Random | None = None,
+    ) -> None:
         self.factory = factory
         self.api = api
         self.clock = clock
@@ -62,9 +69,12 @@ class OutboxWorker:
                     log.warning("push parked", extra={"outbox_id": row.id, "error": result.detail})
                     await outbox.mark_parked(session, row_id=row.id, error=result.detail)
                 else:
-                    delay = QUOTA_DELAY if result.verdict is Verdict.BACK_OFF else backoff(row.attempts, self.rng)
-                    await outbox.mark_retry(session, row_id=row.id, at=now + timedelta(seconds=delay),
-                                            error=result.detail)
+                    delay = (
+                        QUOTA_DELAY if result.verdict is Verdict.BACK_OFF else backoff(row.attempts, self.rng)
+                    )
+                    await outbox.mark_retry(
+                        session, row_id=row.id, at=now + timedelta(seconds=delay), error=result.detail
+                    )
         return len(due)
 
     async def drain(self, max_rounds: int = 100) -> None:

@@ -43,12 +43,21 @@ class _Handoff:
 
     abandoned: bool = False  # the webhook gave up waiting: reply through customer service
     committing: bool = False  # processing chose the passive reply and is committing it
-    done: asyncio.Future[str | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[str | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class Receiver:
-    def __init__(self, factory: SessionFactory, services: Services, clock: Clock, *, budget: float,
-                 on_outbox: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        factory: SessionFactory,
+        services: Services,
+        clock: Clock,
+        *,
+        budget: float,
+        on_outbox: Callable[[], None] = lambda: None,
+    ) -> None:
         self.factory = factory
         self.services = services
         self.clock = clock
@@ -61,8 +70,14 @@ class Receiver:
         started = self.clock.monotonic()
         try:
             async with transaction(self.factory) as session:
-                row = inbound.new_row(dedupe_key=dedupe_key, channel=msg.channel, sender=msg.sender,
-                                      msg_type=msg.kind, payload=msg.to_payload(), now=self.clock.now())
+                row = inbound.new_row(
+                    dedupe_key=dedupe_key,
+                    channel=msg.channel,
+                    sender=msg.sender,
+                    msg_type=msg.kind,
+                    payload=msg.to_payload(),
+                    now=self.clock.now(),
+                )
                 session.add(row)
         except IntegrityError:
             return await self._retry(dedupe_key)
@@ -75,8 +90,9 @@ class Receiver:
         except TimeoutError:
             if not handoff.committing:
                 handoff.abandoned = True
-                log.warning("reply budget exceeded; will reply via customer service",
-                            extra={"dedupe_key": dedupe_key})
+                log.warning(
+                    "reply budget exceeded; will reply via customer service", extra={"dedupe_key": dedupe_key}
+                )
                 return None
         # The passive reply is being committed right now: commits are quick, wait a little more.
         try:
@@ -101,8 +117,13 @@ class Receiver:
                     return
                 reply, outcome = await handle(session, msg, self.services, now)
                 if reply and (handoff is None or handoff.abandoned):
-                    outbox.enqueue(session, recipient=msg.sender, payload=text_push(reply), now=now,
-                                   case_id=outcome.case_id)
+                    outbox.enqueue(
+                        session,
+                        recipient=msg.sender,
+                        payload=text_push(reply),
+                        now=now,
+                        case_id=outcome.case_id,
+                    )
                     mode = CUSTOMER_SERVICE
                 else:
                     mode = PASSIVE if reply else NONE
@@ -112,10 +133,16 @@ class Receiver:
             if handoff is not None and mode == PASSIVE and handoff.abandoned:
                 # The webhook stopped waiting while the passive reply was committing: send it anyway.
                 async with transaction(self.factory) as session:
-                    outbox.enqueue(session, recipient=msg.sender, payload=text_push(reply or ""),
-                                   now=self.clock.now(), case_id=outcome.case_id)
-                    await inbound.finish(session, row_id=row_id, reply=reply, mode=CUSTOMER_SERVICE,
-                                         case_id=outcome.case_id)
+                    outbox.enqueue(
+                        session,
+                        recipient=msg.sender,
+                        payload=text_push(reply or ""),
+                        now=self.clock.now(),
+                        case_id=outcome.case_id,
+                    )
+                    await inbound.finish(
+                        session, row_id=row_id, reply=reply, mode=CUSTOMER_SERVICE, case_id=outcome.case_id
+                    )
             self.on_outbox()
             if handoff is not None and not handoff.done.done():
                 handoff.done.set_result(reply)

@@ -67,7 +67,9 @@ class WeChatTransport:
         outer = _safe_xml(body)
         if encrypted and self.crypto is not None:
             try:
-                xml = self.crypto.decrypt_message(body, query.get("msg_signature", ""), query["timestamp"], nonce)
+                xml = self.crypto.decrypt_message(
+                    body, query.get("msg_signature", ""), query["timestamp"], nonce
+                )
             except InvalidSignatureException as exc:
                 raise ProtocolError(403, "bad msg_signature") from exc
             except (InvalidAppIdException, ValueError, KeyError, TypeError) as exc:
@@ -99,8 +101,9 @@ class WeChatTransport:
 
     def _check_signature(self, query: dict[str, str]) -> None:
         try:
-            check_signature(self.token, query.get("signature", ""), query.get("timestamp", ""),
-                            query.get("nonce", ""))
+            check_signature(
+                self.token, query.get("signature", ""), query.get("timestamp", ""), query.get("nonce", "")
+            )
         except InvalidSignatureException as exc:
             raise ProtocolError(403, "bad signature") from exc
 
@@ -151,9 +154,11 @@ def to_inbound(message: BaseMessage) -> Inbound:
         event = (getattr(message, "event", "") or "").lower()
         if event.startswith("subscribe"):
             event = "subscribe"  # also the qrscene_ variants
-        lat = getattr(message, "latitude", None)
-        lon = getattr(message, "longitude", None)
-        return Inbound(kind="event", event=event, lat=lat, lon=lon, **base)
+        pin: tuple[float | None, float | None] = (
+            getattr(message, "latitude", None),
+            getattr(message, "longitude", None),
+        )
+        return Inbound(kind="event", event=event, lat=pin[0], lon=pin[1], **base)
     return Inbound(kind="unknown", **base)
 
 
@@ -168,7 +173,9 @@ class WeChatSimulator:
     """Plays the WeChat server: builds, signs and (in safe mode) encrypts messages exactly as WeChat
     does, and reads the replies. Used by `gridbot chat`, the tests and the benchmarks."""
 
-    def __init__(self, *, token: str, appid: str, aes_key: str = "", account: str = "gh_gridbot_demo") -> None:
+    def __init__(
+        self, *, token: str, appid: str, aes_key: str = "", account: str = "gh_gridbot_demo"
+    ) -> None:
         self.token = token
         self.account = account
         self.crypto = WeChatCrypto(token, aes_key, appid) if aes_key else None
@@ -178,26 +185,44 @@ class WeChatSimulator:
         self._msg_id += 1
         return self._msg_id
 
-    def xml(self, sender: str, msg_type: str, fields: dict[str, Any], *, create_time: int,
-            msg_id: int | None = None) -> str:
-        parts = [f"<ToUserName><![CDATA[{self.account}]]></ToUserName>",
-                 f"<FromUserName><![CDATA[{sender}]]></FromUserName>",
-                 f"<CreateTime>{create_time}</CreateTime>", f"<MsgType><![CDATA[{msg_type}]]></MsgType>"]
+    def xml(
+        self,
+        sender: str,
+        msg_type: str,
+        fields: dict[str, Any],
+        *,
+        create_time: int,
+        msg_id: int | None = None,
+    ) -> str:
+        parts = [
+            f"<ToUserName><![CDATA[{self.account}]]></ToUserName>",
+            f"<FromUserName><![CDATA[{sender}]]></FromUserName>",
+            f"<CreateTime>{create_time}</CreateTime>",
+            f"<MsgType><![CDATA[{msg_type}]]></MsgType>",
+        ]
         for key, value in fields.items():
-            parts.append(f"<{key}>{value}</{key}>" if isinstance(value, int | float)
-                         else f"<{key}><![CDATA[{value}]]></{key}>")
+            parts.append(
+                f"<{key}>{value}</{key}>"
+                if isinstance(value, int | float)
+                else f"<{key}><![CDATA[{value}]]></{key}>"
+            )
         if msg_type != "event":
             parts.append(f"<MsgId>{msg_id if msg_id is not None else self.next_msg_id()}</MsgId>")
         return "<xml>" + "".join(parts) + "</xml>"
 
-    def sign(self, xml: str, *, timestamp: int, mode: str = "auto", nonce: str | None = None
-             ) -> tuple[dict[str, str], bytes]:
+    def sign(
+        self, xml: str, *, timestamp: int, mode: str = "auto", nonce: str | None = None
+    ) -> tuple[dict[str, str], bytes]:
         """Query string and body for one POST. mode: plain | compatible | safe | auto (by AES key)."""
         nonce = nonce or secrets.token_hex(5)
         if mode == "auto":
             mode = "safe" if self.crypto else "plain"
-        query = {"timestamp": str(timestamp), "nonce": nonce, "openid": _sender(xml),
-                 "signature": _sha1(self.token, str(timestamp), nonce)}
+        query = {
+            "timestamp": str(timestamp),
+            "nonce": nonce,
+            "openid": _sender(xml),
+            "signature": _sha1(self.token, str(timestamp), nonce),
+        }
         if mode == "plain":
             return query, xml.encode()
         assert self.crypto is not None, "compatible and safe modes need an AES key"
@@ -206,16 +231,22 @@ class WeChatSimulator:
         encrypt = envelope.find("Encrypt").text
         query.update(encrypt_type="aes", msg_signature=_sha1(self.token, str(timestamp), nonce, encrypt))
         if mode == "safe":
-            body = (f"<xml><ToUserName><![CDATA[{self.account}]]></ToUserName>"
-                    f"<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>")
+            body = (
+                f"<xml><ToUserName><![CDATA[{self.account}]]></ToUserName>"
+                f"<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+            )
         else:  # compatible: plaintext fields and the ciphertext side by side
             body = xml.replace("</xml>", f"<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>")
         return query, body.encode()
 
     def verification_query(self, echostr: str, *, timestamp: int) -> dict[str, str]:
         nonce = secrets.token_hex(5)
-        return {"signature": _sha1(self.token, str(timestamp), nonce), "timestamp": str(timestamp),
-                "nonce": nonce, "echostr": echostr}
+        return {
+            "signature": _sha1(self.token, str(timestamp), nonce),
+            "timestamp": str(timestamp),
+            "nonce": nonce,
+            "echostr": echostr,
+        }
 
     def read_reply(self, body: str) -> str | None:
         """The text of a passive reply, decrypting it in safe mode; None for "success"/empty."""

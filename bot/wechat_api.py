@@ -57,8 +57,9 @@ class TokenError(Exception):
 class WeChatAPI:
     """The access token is cached until shortly before it expires; one fetch at a time."""
 
-    def __init__(self, http: aiohttp.ClientSession, *, base: str, appid: str, secret: str, clock: Clock,
-                 timeout: float) -> None:
+    def __init__(
+        self, http: aiohttp.ClientSession, *, base: str, appid: str, secret: str, clock: Clock, timeout: float
+    ) -> None:
         self.http = http
         self.base = base.rstrip("/")
         self.appid = appid

@@ -32,8 +32,11 @@ class Catalog:
                 else:
                     words.append((str(kw["word"]), float(kw.get("weight", 1))))
             categories.append(Category(str(item["name"]), tuple(words)))
-        return cls(tuple(categories), str(data.get("default", "其他")),
-                   tuple(str(w) for w in data.get("urgent_keywords", [])))
+        return cls(
+            tuple(categories),
+            str(data.get("default", "其他")),
+            tuple(str(w) for w in data.get("urgent_keywords", [])),
+        )
 
     def classify(self, text: str) -> tuple[str, float]:
         """The best-scoring category and its score; the default (其他) with 0 when nothing matched."""

@@ -25,8 +25,9 @@ def place_of(case: Case) -> str:
     return case.place_text or m.UNKNOWN_PLACE
 
 
-async def route_case(session: AsyncSession, *, case: Case, grid: GridRef, services: Services,
-                     now: datetime) -> Staff | None:
+async def route_case(
+    session: AsyncSession, *, case: Case, grid: GridRef, services: Services, now: datetime
+) -> Staff | None:
     """Put the case on `grid` and dispatch it to the grid's leader, or the nearest one above."""
     node = await grids.get_node(session, grid.id)
     assert node is not None
@@ -36,22 +37,36 @@ async def route_case(session: AsyncSession, *, case: Case, grid: GridRef, servic
         session.add(case)
         return None
     case.assignee_id = leader.id
-    await transition(session, case=case, action=Action.DISPATCH, role=Role.SYSTEM, now=now, actor_kind="system",
-                     note=f"派给{grid.name} {leader.name}")
+    await transition(
+        session,
+        case=case,
+        action=Action.DISPATCH,
+        role=Role.SYSTEM,
+        now=now,
+        actor_kind="system",
+        note=f"派给{grid.name} {leader.name}",
+    )
     await notify_staff(session, staff=leader, case=case, services=services, now=now)
     return leader
 
 
-async def notify_staff(session: AsyncSession, *, staff: Staff, case: Case, services: Services,
-                       now: datetime) -> None:
+async def notify_staff(
+    session: AsyncSession, *, staff: Staff, case: Case, services: Services, now: datetime
+) -> None:
     if not staff.wechat_openid:
         return  # WeCom-only staff are reached through the WeCom channel (a later issue)
     grid_name = services.grids.refs[case.grid_id].name if case.grid_id in services.grids.refs else "—"
     content = m.PUSH_NEW_CASE.format(
-        urgent=m.URGENT_FLAG if case.urgent else "", number=case.number, category=case.category,
-        place=place_of(case), grid=grid_name, description=case.description,
+        urgent=m.URGENT_FLAG if case.urgent else "",
+        number=case.number,
+        category=case.category,
+        place=place_of(case),
+        grid=grid_name,
+        description=case.description,
     )
-    outbox.enqueue(session, recipient=staff.wechat_openid, payload=text_push(content), now=now, case_id=case.id)
+    outbox.enqueue(
+        session, recipient=staff.wechat_openid, payload=text_push(content), now=now, case_id=case.id
+    )
 
 
 def notify_resident(session: AsyncSession, *, openid: str, case: Case, content: str, now: datetime) -> None:

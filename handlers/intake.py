@@ -39,8 +39,14 @@ async def on_other_event(msg: Inbound) -> None:
 
 
 @router.message(kind("location"))
-async def on_location(msg: Inbound, resident: Resident, session: AsyncSession, services: Services,
-                      now: datetime, outcome: Outcome) -> str:
+async def on_location(
+    msg: Inbound,
+    resident: Resident,
+    session: AsyncSession,
+    services: Services,
+    now: datetime,
+    outcome: Outcome,
+) -> str:
     assert msg.lat is not None and msg.lon is not None
     case = await _awaiting_place(session, resident, services, now)
     if case is None:
@@ -54,8 +60,14 @@ async def on_location(msg: Inbound, resident: Resident, session: AsyncSession, s
 
 
 @router.message(kind("voice"), has_text)
-async def on_voice(msg: Inbound, resident: Resident, session: AsyncSession, services: Services,
-                   now: datetime, outcome: Outcome) -> str:
+async def on_voice(
+    msg: Inbound,
+    resident: Resident,
+    session: AsyncSession,
+    services: Services,
+    now: datetime,
+    outcome: Outcome,
+) -> str:
     return await on_text(msg, resident, session, services, now, outcome)
 
 
@@ -65,14 +77,28 @@ async def on_voice_unrecognised() -> str:
 
 
 @router.message(kind("image"))
-async def on_image(msg: Inbound, resident: Resident, session: AsyncSession, services: Services,
-                   now: datetime, outcome: Outcome) -> str:
+async def on_image(
+    msg: Inbound,
+    resident: Resident,
+    session: AsyncSession,
+    services: Services,
+    now: datetime,
+    outcome: Outcome,
+) -> str:
     since = window_start(now, services.place_window_minutes)
     case = await cases.latest_case_of_resident(session, resident_id=resident.id or 0, since=since)
     if case is None:
         return m.PHOTO_KEPT  # the inbound log keeps it; the next report picks it up
-    await cases.add_event(session, case=case, action=Action.ATTACH, actor_kind="resident",
-                          actor_id=resident.id, now=now, media_id=msg.media_id, note=msg.url)
+    await cases.add_event(
+        session,
+        case=case,
+        action=Action.ATTACH,
+        actor_kind="resident",
+        actor_id=resident.id,
+        now=now,
+        media_id=msg.media_id,
+        note=msg.url,
+    )
     outcome.case_id = case.id
     return m.PHOTO_ATTACHED.format(number=case.number)
 
@@ -83,23 +109,31 @@ async def on_link() -> str:
 
 
 @router.message(kind("text"), has_text)
-async def on_text(msg: Inbound, resident: Resident, session: AsyncSession, services: Services,
-                  now: datetime, outcome: Outcome) -> str:
+async def on_text(
+    msg: Inbound,
+    resident: Resident,
+    session: AsyncSession,
+    services: Services,
+    now: datetime,
+    outcome: Outcome,
+) -> str:
     text = (msg.text or "").strip()
     waiting = await _awaiting_place(session, resident, services, now)
     if waiting is not None:
         # The answer to "where is it?": a place name, or at worst an address we cannot map.
         waiting.place_text = text[:500]
         found = services.grids.locate_text(text)
-        return await _place_found(session, resident, waiting, found.grid if found else None, services, now,
-                                  outcome)
+        return await _place_found(
+            session, resident, waiting, found.grid if found else None, services, now, outcome
+        )
 
     category, _score = services.catalog.classify(text)
     grid: GridRef | None = None
     place_text: str | None = None
     lat = lon = None
-    pin_fresh = (resident.last_location_at is not None
-                 and resident.last_location_at >= window_start(now, services.place_window_minutes))
+    pin_fresh = resident.last_location_at is not None and resident.last_location_at >= window_start(
+        now, services.place_window_minutes
+    )
     if pin_fresh and resident.last_lat is not None and resident.last_lon is not None:
         # The pin wins over text: it is where the resident stood.
         lat, lon = resident.last_lat, resident.last_lon
@@ -110,9 +144,18 @@ async def on_text(msg: Inbound, resident: Resident, session: AsyncSession, servi
         grid = grid or found.grid
 
     number = await cases.next_case_number(session, now=now, zone=services.zone)
-    case = await cases.create_case(session, number=number, category=category, description=text[:2000],
-                                   urgent=services.catalog.is_urgent(text), resident=resident, now=now,
-                                   place_text=place_text, lat=lat, lon=lon)
+    case = await cases.create_case(
+        session,
+        number=number,
+        category=category,
+        description=text[:2000],
+        urgent=services.catalog.is_urgent(text),
+        resident=resident,
+        now=now,
+        place_text=place_text,
+        lat=lat,
+        lon=lon,
+    )
     outcome.case_id = case.id
     await _attach_loose_photos(session, resident, case, services, now)
     if grid is None:
@@ -136,26 +179,45 @@ def _keep_pin(resident: Resident, msg: Inbound, now: datetime) -> None:
     resident.last_lat, resident.last_lon, resident.last_location_at = msg.lat, msg.lon, now
 
 
-async def _awaiting_place(session: AsyncSession, resident: Resident, services: Services,
-                          now: datetime) -> Case | None:
+async def _awaiting_place(
+    session: AsyncSession, resident: Resident, services: Services, now: datetime
+) -> Case | None:
     if resident.awaiting_place_case_id is None:
         return None
     case = await cases.get_case(session, resident.awaiting_place_case_id)
-    if case is None or case.status != Status.NEW or case.created_at < window_start(now, services.place_window_minutes):
+    if (
+        case is None
+        or case.status != Status.NEW
+        or case.created_at < window_start(now, services.place_window_minutes)
+    ):
         resident.awaiting_place_case_id = None
         session.add(resident)
         return None
     return case
 
 
-async def _place_found(session: AsyncSession, resident: Resident, case: Case, grid: GridRef | None,
-                       services: Services, now: datetime, outcome: Outcome) -> str:
+async def _place_found(
+    session: AsyncSession,
+    resident: Resident,
+    case: Case,
+    grid: GridRef | None,
+    services: Services,
+    now: datetime,
+    outcome: Outcome,
+) -> str:
     """The case now knows where it is (or never will): route it, to the street level if unmapped."""
     resident.awaiting_place_case_id = None
     session.add(resident)
     outcome.case_id = case.id
-    await cases.add_event(session, case=case, action=Action.LOCATE, actor_kind="resident", actor_id=resident.id,
-                          now=now, note=case.place_text)
+    await cases.add_event(
+        session,
+        case=case,
+        action=Action.LOCATE,
+        actor_kind="resident",
+        actor_id=resident.id,
+        now=now,
+        note=case.place_text,
+    )
     if grid is not None:
         return await _dispatch_reply(session, case, grid, services, now)
     root = services.grids.root()
@@ -163,30 +225,45 @@ async def _place_found(session: AsyncSession, resident: Resident, case: Case, gr
         session.add(case)
         return m.PLACE_ATTACHED.format(place=place_of(case), number=case.number)
     await route_case(session, case=case, grid=root, services=services, now=now)
-    return m.CASE_TO_DISPATCHER.format(category=case.category, place=place_of(case), number=case.number,
-                                       grid=root.name)
+    return m.CASE_TO_DISPATCHER.format(
+        category=case.category, place=place_of(case), number=case.number, grid=root.name
+    )
 
 
-async def _dispatch_reply(session: AsyncSession, case: Case, grid: GridRef, services: Services,
-                          now: datetime) -> str:
+async def _dispatch_reply(
+    session: AsyncSession, case: Case, grid: GridRef, services: Services, now: datetime
+) -> str:
     leader = await route_case(session, case=case, grid=grid, services=services, now=now)
     place = case.place_text or grid.name
     if leader is None:
-        return m.CASE_TO_DISPATCHER.format(category=case.category, place=place, number=case.number,
-                                           grid=grid.name)
+        return m.CASE_TO_DISPATCHER.format(
+            category=case.category, place=place, number=case.number, grid=grid.name
+        )
     # With no leader of its own, the grid's case goes to the nearest level above (网格 → 社区 → 街道).
     owner = services.grids.refs.get(leader.grid_id, grid)
-    reply = m.CASE_ROUTED.format(category=case.category, place=place, number=case.number, grid=owner.name,
-                                 leader=leader.name)
+    reply = m.CASE_ROUTED.format(
+        category=case.category, place=place, number=case.number, grid=owner.name, leader=leader.name
+    )
     return reply + (m.CASE_ROUTED_URGENT_NOTE if case.urgent else "")
 
 
-async def _attach_loose_photos(session: AsyncSession, resident: Resident, case: Case, services: Services,
-                               now: datetime) -> None:
-    photos = await inbound.loose_media(session, sender=resident.openid,
-                                       since=window_start(now, services.place_window_minutes))
+async def _attach_loose_photos(
+    session: AsyncSession, resident: Resident, case: Case, services: Services, now: datetime
+) -> None:
+    photos = await inbound.loose_media(
+        session, sender=resident.openid, since=window_start(now, services.place_window_minutes)
+    )
     for photo in photos:
-        await cases.add_event(session, case=case, action=Action.ATTACH, actor_kind="resident",
-                              actor_id=resident.id, now=now, media_id=photo.payload.get("media_id"),
-                              note=photo.payload.get("url"))
-    await inbound.attach_to_case(session, row_ids=[p.id for p in photos if p.id is not None], case_id=case.id or 0)
+        await cases.add_event(
+            session,
+            case=case,
+            action=Action.ATTACH,
+            actor_kind="resident",
+            actor_id=resident.id,
+            now=now,
+            media_id=photo.payload.get("media_id"),
+            note=photo.payload.get("url"),
+        )
+    await inbound.attach_to_case(
+        session, row_ids=[p.id for p in photos if p.id is not None], case_id=case.id or 0
+    )

@@ -35,29 +35,54 @@ async def accept(msg: Inbound, staff: Staff, session: AsyncSession, services: Se
     if case is None:
         return refusal
     try:
-        await cases.transition(session, case=case, action=Action.ACCEPT, role=Role.LEADER, now=now,
-                               actor_kind="staff", actor_id=staff.id, note=cmd.note or None)
+        await cases.transition(
+            session,
+            case=case,
+            action=Action.ACCEPT,
+            role=Role.LEADER,
+            now=now,
+            actor_kind="staff",
+            actor_id=staff.id,
+            note=cmd.note or None,
+        )
     except IllegalTransition:
         return m.ILLEGAL.format(number=case.number, status=case.status, verb="接单")
     case.assignee_id = staff.id
-    await _tell_resident(session, case, m.PUSH_ACCEPTED.format(
-        number=case.number, grid=_grid_name(services, staff.grid_id), leader=staff.name), now)
+    await _tell_resident(
+        session,
+        case,
+        m.PUSH_ACCEPTED.format(
+            number=case.number, grid=_grid_name(services, staff.grid_id), leader=staff.name
+        ),
+        now,
+    )
     return m.ACCEPTED.format(number=case.number, category=case.category, place=place_of(case))
 
 
 @router.message(_verb("办结"))
-async def resolve(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
+async def resolve(
+    msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime
+) -> str:
     cmd = parse_command(msg.text or "")
     assert cmd is not None
-    case, refusal = await _target(session, staff, cmd, services,
-                                  candidates=frozenset({Status.DISPATCHED, Status.ACCEPTED}))
+    case, refusal = await _target(
+        session, staff, cmd, services, candidates=frozenset({Status.DISPATCHED, Status.ACCEPTED})
+    )
     if case is None:
         return refusal
     if not cmd.note:
         return m.RESOLVE_NEEDS_NOTE.format(number=case.number)
     try:
-        await cases.transition(session, case=case, action=Action.RESOLVE, role=Role.LEADER, now=now,
-                               actor_kind="staff", actor_id=staff.id, note=cmd.note)
+        await cases.transition(
+            session,
+            case=case,
+            action=Action.RESOLVE,
+            role=Role.LEADER,
+            now=now,
+            actor_kind="staff",
+            actor_id=staff.id,
+            note=cmd.note,
+        )
     except IllegalTransition:
         return m.ILLEGAL.format(number=case.number, status=case.status, verb="办结")
     case.assignee_id = case.assignee_id or staff.id
@@ -70,8 +95,16 @@ async def my_cases(staff: Staff, session: AsyncSession, now: datetime) -> str:
     mine = await cases.open_cases_of_assignee(session, staff_id=staff.id or 0)
     if not mine:
         return m.MY_CASES_EMPTY
-    lines = [m.MY_CASE_LINE.format(number=c.number, status=c.status, category=c.category, place=place_of(c),
-                                   age=_age(now, c.created_at)) for c in mine]
+    lines = [
+        m.MY_CASE_LINE.format(
+            number=c.number,
+            status=c.status,
+            category=c.category,
+            place=place_of(c),
+            age=_age(now, c.created_at),
+        )
+        for c in mine
+    ]
     return "\n".join([m.MY_CASES_HEADER.format(count=len(mine)), *lines])
 
 
@@ -80,8 +113,9 @@ async def staff_help() -> str:
     return m.STAFF_HELP
 
 
-async def _target(session: AsyncSession, staff: Staff, cmd: Command, services: Services,
-                  candidates: frozenset[Status]) -> tuple[Case | None, str]:
+async def _target(
+    session: AsyncSession, staff: Staff, cmd: Command, services: Services, candidates: frozenset[Status]
+) -> tuple[Case | None, str]:
     """The case a command is about, or None and the reason: by number, or the only candidate."""
     if cmd.number is None:
         mine = await cases.open_cases_of_assignee(session, staff_id=staff.id or 0, statuses=candidates)
@@ -95,7 +129,9 @@ async def _target(session: AsyncSession, staff: Staff, cmd: Command, services: S
     if case is None:
         return None, m.CASE_NOT_FOUND.format(number=cmd.number)
     if not await may_act(session, staff, case):
-        return None, m.NOT_YOURS.format(number=case.number, grid=_grid_name(services, case.grid_id), verb=cmd.verb)
+        return None, m.NOT_YOURS.format(
+            number=case.number, grid=_grid_name(services, case.grid_id), verb=cmd.verb
+        )
     return case, ""
 
 

@@ -20,7 +20,8 @@ CASE_NEEDS_PLACE = (
     "已记录：{category}，编号 {number}。\n请问具体在哪里？请点“＋→位置”发送定位，或回复小区、楼栋、路名。"
 )
 CASE_TO_DISPATCHER = (
-    "已受理：{category} · {place}\n编号 {number}\n暂未匹配到具体网格，已转{grid}人工派遣，处理进展会在这里通知您。"
+    "已受理：{category} · {place}\n编号 {number}\n"
+    "暂未匹配到具体网格，已转{grid}人工派遣，处理进展会在这里通知您。"
 )
 PLACE_ATTACHED = "已补充位置：{place}（编号 {number}）。"
 LOCATION_KEPT = "已收到您的位置{label}。请用文字说明遇到的问题，我们会按这个位置派给网格员。"

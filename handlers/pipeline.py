@@ -18,11 +18,18 @@ staff_dispatcher = Dispatcher(leader.router)
 resident_dispatcher = Dispatcher(resident.router, intake.router)
 
 
-async def handle(session: AsyncSession, msg: Inbound, services: Services, now: datetime) -> tuple[str | None, Outcome]:
+async def handle(
+    session: AsyncSession, msg: Inbound, services: Services, now: datetime
+) -> tuple[str | None, Outcome]:
     """The passive reply (None: nothing to say) and what the message did."""
     outcome = Outcome()
-    context: dict[str, object] = {"msg": msg, "session": session, "services": services, "now": now,
-                                  "outcome": outcome}
+    context: dict[str, object] = {
+        "msg": msg,
+        "session": session,
+        "services": services,
+        "now": now,
+        "outcome": outcome,
+    }
     staff = await grids.staff_by_openid(session, msg.sender)
     if staff is not None and msg.kind in ("text", "voice") and msg.text:
         context["staff"] = staff

@@ -30,7 +30,9 @@ class GridIndex:
 
     def __init__(self, nodes: list[GridNode]) -> None:
         self.refs = {
-            n.id: GridRef(n.id, n.code, n.name, n.level, n.path.count("/") - 2) for n in nodes if n.id is not None
+            n.id: GridRef(n.id, n.code, n.name, n.level, n.path.count("/") - 2)
+            for n in nodes
+            if n.id is not None
         }
         self._shapes: list[tuple[GridRef, PreparedGeometry]] = []
         self._phrases: list[tuple[str, GridRef]] = []

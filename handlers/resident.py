@@ -41,12 +41,16 @@ async def on_query(msg: Inbound, resident: Resident, session: AsyncSession) -> s
     mine = await cases.cases_of_resident(session, resident_id=resident.id or 0, limit=10)
     if number is not None:
         mine = [c for c in mine if c.number == number] or [
-            c for c in [await cases.case_by_number(session, number)] if c is not None and c.resident_id == resident.id
+            c
+            for c in [await cases.case_by_number(session, number)]
+            if c is not None and c.resident_id == resident.id
         ]
         if not mine:
             return m.RESIDENT_CASE_NOT_FOUND.format(number=number)
     if not mine:
         return m.RESIDENT_NO_CASES
-    lines = [m.RESIDENT_CASE_LINE.format(number=c.number, category=c.category, status=c.status, place=place_of(c))
-             for c in mine]
+    lines = [
+        m.RESIDENT_CASE_LINE.format(number=c.number, category=c.category, status=c.status, place=place_of(c))
+        for c in mine
+    ]
     return "\n".join([m.RESIDENT_CASES_HEADER, *lines])

@@ -9,12 +9,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from handlers.types import Inbound
 
 Filter = Callable[[Inbound], bool]
 Handler = Callable[..., Awaitable[str | None]]
+H = TypeVar("H", bound=Handler)
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class Router:
         self.name = name
         self.routes: list[Route] = []
 
-    def message(self, *filters: Filter) -> Callable[[Handler], Handler]:
-        def register(handler: Handler) -> Handler:
+    def message(self, *filters: Filter) -> Callable[[H], H]:
+        def register(handler: H) -> H:
             params = tuple(inspect.signature(handler).parameters)
             self.routes.append(Route(filters, handler, params))
             return handler

@@ -72,8 +72,16 @@ async def create_case(
     )
     session.add(case)
     await session.flush()
-    await add_event(session, case=case, action=Action.REPORT, actor_kind="resident", actor_id=resident.id,
-                    now=now, note=description, to_status=Status.NEW)
+    await add_event(
+        session,
+        case=case,
+        action=Action.REPORT,
+        actor_kind="resident",
+        actor_id=resident.id,
+        now=now,
+        note=description,
+        to_status=Status.NEW,
+    )
     return case
 
 
@@ -91,8 +99,17 @@ async def add_event(
     to_status: str | None = None,
 ) -> CaseEvent:
     assert case.id is not None
-    event = CaseEvent(case_id=case.id, at=now, action=action, actor_kind=actor_kind, actor_id=actor_id,
-                      note=note, media_id=media_id, from_status=from_status, to_status=to_status)
+    event = CaseEvent(
+        case_id=case.id,
+        at=now,
+        action=action,
+        actor_kind=actor_kind,
+        actor_id=actor_id,
+        note=note,
+        media_id=media_id,
+        from_status=from_status,
+        to_status=to_status,
+    )
     session.add(event)
     return event
 
@@ -120,8 +137,17 @@ async def transition(
         case.accepted_at = case.accepted_at or now
         case.resolved_at = now
     session.add(case)
-    await add_event(session, case=case, action=action, actor_kind=actor_kind, actor_id=actor_id, now=now,
-                    note=note, from_status=before, to_status=case.status)
+    await add_event(
+        session,
+        case=case,
+        action=action,
+        actor_kind=actor_kind,
+        actor_id=actor_id,
+        now=now,
+        note=note,
+        from_status=before,
+        to_status=case.status,
+    )
     return case
 
 
@@ -157,8 +183,11 @@ async def cases_of_resident(session: AsyncSession, *, resident_id: int, limit: i
 async def latest_case_of_resident(session: AsyncSession, *, resident_id: int, since: datetime) -> Case | None:
     stmt = (
         select(Case)
-        .where(Case.resident_id == resident_id, col(Case.created_at) >= since,
-               col(Case.status).in_(list(OPEN_STATUSES)))
+        .where(
+            Case.resident_id == resident_id,
+            col(Case.created_at) >= since,
+            col(Case.status).in_(list(OPEN_STATUSES)),
+        )
         .order_by(col(Case.created_at).desc(), col(Case.id).desc())
         .limit(1)
     )
@@ -166,7 +195,9 @@ async def latest_case_of_resident(session: AsyncSession, *, resident_id: int, si
 
 
 async def timeline(session: AsyncSession, case_id: int) -> list[CaseEvent]:
-    stmt = select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(col(CaseEvent.at), col(CaseEvent.id))
+    stmt = (
+        select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(col(CaseEvent.at), col(CaseEvent.id))
+    )
     return list((await session.exec(stmt)).all())
 
 

@@ -12,10 +12,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage.models import InboundMessage
 
 
-def new_row(*, dedupe_key: str, channel: str, sender: str, msg_type: str, payload: dict[str, Any],
-            now: datetime) -> InboundMessage:
-    return InboundMessage(dedupe_key=dedupe_key, channel=channel, sender=sender, msg_type=msg_type,
-                          payload=payload, received_at=now)
+def new_row(
+    *, dedupe_key: str, channel: str, sender: str, msg_type: str, payload: dict[str, Any], now: datetime
+) -> InboundMessage:
+    return InboundMessage(
+        dedupe_key=dedupe_key,
+        channel=channel,
+        sender=sender,
+        msg_type=msg_type,
+        payload=payload,
+        received_at=now,
+    )
 
 
 async def by_key(session: AsyncSession, dedupe_key: str) -> InboundMessage | None:
@@ -33,8 +40,9 @@ async def claim(session: AsyncSession, *, row_id: int, now: datetime) -> bool:
     return bool(result.rowcount == 1)
 
 
-async def finish(session: AsyncSession, *, row_id: int, reply: str | None, mode: str,
-                 case_id: int | None) -> None:
+async def finish(
+    session: AsyncSession, *, row_id: int, reply: str | None, mode: str, case_id: int | None
+) -> None:
     stmt = (
         update(InboundMessage)
         .where(col(InboundMessage.id) == row_id)
@@ -44,7 +52,11 @@ async def finish(session: AsyncSession, *, row_id: int, reply: str | None, mode:
 
 
 async def mark_failed(session: AsyncSession, *, row_id: int, now: datetime) -> None:
-    stmt = update(InboundMessage).where(col(InboundMessage.id) == row_id).values(status="failed", processed_at=now)
+    stmt = (
+        update(InboundMessage)
+        .where(col(InboundMessage.id) == row_id)
+        .values(status="failed", processed_at=now)
+    )
     await session.exec(stmt)  # type: ignore[call-overload]
 
 
@@ -67,8 +79,12 @@ async def loose_media(session: AsyncSession, *, sender: str, since: datetime) ->
     """Photos a resident sent recently that are not attached to any case yet."""
     stmt = (
         select(InboundMessage)
-        .where(InboundMessage.sender == sender, InboundMessage.msg_type == "image",
-               col(InboundMessage.case_id).is_(None), col(InboundMessage.received_at) >= since)
+        .where(
+            InboundMessage.sender == sender,
+            InboundMessage.msg_type == "image",
+            col(InboundMessage.case_id).is_(None),
+            col(InboundMessage.received_at) >= since,
+        )
         .order_by(col(InboundMessage.id))
     )
     return list((await session.exec(stmt)).all())

@@ -13,28 +13,48 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage.models import OutboxMessage
 
 
-def enqueue(session: AsyncSession, *, recipient: str, payload: dict[str, Any], now: datetime,
-            case_id: int | None = None, channel: str = "wechat_cs") -> OutboxMessage:
-    row = OutboxMessage(channel=channel, recipient=recipient, payload=payload, case_id=case_id,
-                        next_attempt_at=now, created_at=now)
+def enqueue(
+    session: AsyncSession,
+    *,
+    recipient: str,
+    payload: dict[str, Any],
+    now: datetime,
+    case_id: int | None = None,
+    channel: str = "wechat_cs",
+) -> OutboxMessage:
+    row = OutboxMessage(
+        channel=channel,
+        recipient=recipient,
+        payload=payload,
+        case_id=case_id,
+        next_attempt_at=now,
+        created_at=now,
+    )
     session.add(row)
     return row
 
 
-async def claim_due(session: AsyncSession, *, now: datetime, lease: timedelta, limit: int = 50
-                    ) -> list[OutboxMessage]:
+async def claim_due(
+    session: AsyncSession, *, now: datetime, lease: timedelta, limit: int = 50
+) -> list[OutboxMessage]:
     """Lease the due messages, oldest first, skipping any recipient with an older one still pending
     (so one person's messages arrive in the order they were written)."""
     earlier = aliased(OutboxMessage)
     blocked = exists().where(
-        and_(earlier.recipient == OutboxMessage.recipient, earlier.status == "pending",
-             earlier.id < OutboxMessage.id)  # type: ignore[operator]
+        and_(
+            col(earlier.recipient) == col(OutboxMessage.recipient),
+            col(earlier.status) == "pending",
+            col(earlier.id) < col(OutboxMessage.id),
+        )
     )
     stmt = (
         select(OutboxMessage)
-        .where(OutboxMessage.status == "pending", col(OutboxMessage.next_attempt_at) <= now,
-               or_(col(OutboxMessage.claimed_until).is_(None), col(OutboxMessage.claimed_until) < now),
-               ~blocked)
+        .where(
+            OutboxMessage.status == "pending",
+            col(OutboxMessage.next_attempt_at) <= now,
+            or_(col(OutboxMessage.claimed_until).is_(None), col(OutboxMessage.claimed_until) < now),
+            ~blocked,
+        )
         .order_by(col(OutboxMessage.id))
         .limit(limit)
     )
@@ -42,8 +62,10 @@ async def claim_due(session: AsyncSession, *, now: datetime, lease: timedelta, l
     for row in (await session.exec(stmt)).all():
         took = await session.exec(  # type: ignore[call-overload]
             update(OutboxMessage)
-            .where(col(OutboxMessage.id) == row.id,
-                   or_(col(OutboxMessage.claimed_until).is_(None), col(OutboxMessage.claimed_until) < now))
+            .where(
+                col(OutboxMessage.id) == row.id,
+                or_(col(OutboxMessage.claimed_until).is_(None), col(OutboxMessage.claimed_until) < now),
+            )
             .values(claimed_until=now + lease)
         )
         if took.rowcount == 1:
@@ -52,13 +74,20 @@ async def claim_due(session: AsyncSession, *, now: datetime, lease: timedelta, l
 
 
 async def mark_sent(session: AsyncSession, *, row_id: int, now: datetime) -> None:
-    await _set(session, row_id, status="sent", sent_at=now, claimed_until=None,
-               attempts=OutboxMessage.attempts + 1)
+    await _set(
+        session, row_id, status="sent", sent_at=now, claimed_until=None, attempts=OutboxMessage.attempts + 1
+    )
 
 
 async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error: str) -> None:
-    await _set(session, row_id, next_attempt_at=at, claimed_until=None, last_error=error[:500],
-               attempts=OutboxMessage.attempts + 1)
+    await _set(
+        session,
+        row_id,
+        next_attempt_at=at,
+        claimed_until=None,
+        last_error=error[:500],
+        attempts=OutboxMessage.attempts + 1,
+    )
 
 
 async def release(session: AsyncSession, *, row_id: int) -> None:
@@ -68,8 +97,14 @@ async def release(session: AsyncSession, *, row_id: int) -> None:
 
 async def mark_parked(session: AsyncSession, *, row_id: int, error: str) -> None:
     """Give up: the error says this will never succeed; kept, with the reason, for the dispatcher."""
-    await _set(session, row_id, status="parked", claimed_until=None, last_error=error[:500],
-               attempts=OutboxMessage.attempts + 1)
+    await _set(
+        session,
+        row_id,
+        status="parked",
+        claimed_until=None,
+        last_error=error[:500],
+        attempts=OutboxMessage.attempts + 1,
+    )
 
 
 async def _set(session: AsyncSession, row_id: int, **values: Any) -> None:
@@ -77,8 +112,12 @@ async def _set(session: AsyncSession, row_id: int, **values: Any) -> None:
 
 
 async def next_due(session: AsyncSession) -> datetime | None:
-    stmt = select(OutboxMessage.next_attempt_at).where(OutboxMessage.status == "pending").order_by(
-        col(OutboxMessage.next_attempt_at)).limit(1)
+    stmt = (
+        select(OutboxMessage.next_attempt_at)
+        .where(OutboxMessage.status == "pending")
+        .order_by(col(OutboxMessage.next_attempt_at))
+        .limit(1)
+    )
     return (await session.exec(stmt)).first()
 
 

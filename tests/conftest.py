@@ -120,9 +120,16 @@ def aes_key() -> str:
 
 @pytest.fixture
 def settings(database_url: str, fake_wechat_url: str, aes_key: str) -> Settings:
-    return Settings(database_url=database_url, wechat_token=TOKEN, wechat_appid=APPID, wechat_secret=SECRET,
-                    wechat_aes_key=aes_key, wechat_api_base=fake_wechat_url, grid_file=DEMO_GRID_FILE,
-                    _env_file=None)  # type: ignore[call-arg]
+    return Settings(
+        database_url=database_url,
+        wechat_token=TOKEN,
+        wechat_appid=APPID,
+        wechat_secret=SECRET,
+        wechat_aes_key=aes_key,
+        wechat_api_base=fake_wechat_url,
+        grid_file=DEMO_GRID_FILE,
+        _env_file=None,
+    )  # type: ignore[call-arg]
 
 
 class WeChat:
@@ -140,7 +147,9 @@ class WeChat:
         return self.client.server.app
 
     def xml(self, sender: str, msg_type: str, fields: dict[str, Any], msg_id: int | None = None) -> str:
-        return self.sim.xml(sender, msg_type, fields, create_time=int(self.clock.now().timestamp()), msg_id=msg_id)
+        return self.sim.xml(
+            sender, msg_type, fields, create_time=int(self.clock.now().timestamp()), msg_id=msg_id
+        )
 
     async def post(self, xml: str, *, mode: str = "auto") -> tuple[int, str]:
         query, body = self.sim.sign(xml, timestamp=int(self.clock.now().timestamp()), mode=mode)
@@ -157,8 +166,9 @@ class WeChat:
         return await self.send(self.xml(sender, "text", {"Content": content}), **kw)
 
     async def location(self, sender: str, lat: float, lon: float, label: str = "") -> str | None:
-        return await self.send(self.xml(sender, "location", {"Location_X": lat, "Location_Y": lon, "Scale": 16,
-                                                             "Label": label}))
+        return await self.send(
+            self.xml(sender, "location", {"Location_X": lat, "Location_Y": lon, "Scale": 16, "Label": label})
+        )
 
     async def deliver(self) -> None:
         """Let processing finish and the outbox deliver what is due now."""
@@ -178,8 +188,9 @@ class WeChat:
 
 
 @pytest.fixture
-async def wechat(aiohttp_client: Any, settings: Settings, clock: FakeClock, fake_wechat: FakeWeChat,
-                 aes_key: str) -> AsyncIterator[WeChat]:
+async def wechat(
+    aiohttp_client: Any, settings: Settings, clock: FakeClock, fake_wechat: FakeWeChat, aes_key: str
+) -> AsyncIterator[WeChat]:
     client = await aiohttp_client(create_app(settings, clock=clock, background=False))
     yield WeChat(client, clock, fake_wechat, aes_key)
 

@@ -6,7 +6,16 @@ from bot.app import FACTORY
 from storage.cases import timeline
 from storage.db import transaction
 from storage.lifecycle import Status
-from tests.conftest import INSIDE_HP01, INSIDE_ZL02, LEADER_CH01, LEADER_HP01, LEADER_ZL, RESIDENT, RESIDENT_2, WeChat
+from tests.conftest import (
+    INSIDE_HP01,
+    INSIDE_ZL02,
+    LEADER_CH01,
+    LEADER_HP01,
+    LEADER_ZL,
+    RESIDENT,
+    RESIDENT_2,
+    WeChat,
+)
 
 
 async def test_report_is_routed_accepted_resolved_and_resident_told(wechat: WeChat) -> None:
@@ -41,7 +50,11 @@ async def test_missing_place_is_asked_for_and_a_pin_routes_the_same_case(wechat:
     reply = await wechat.location(RESIDENT, *INSIDE_HP01, label="幸福里小区南门")
     assert reply is not None and case.number in reply and "和平里第一网格" in reply
     [case] = await wechat.cases()
-    assert case.status == Status.DISPATCHED and case.lat == INSIDE_HP01[0] and case.place_text == "幸福里小区南门"
+    assert (
+        case.status == Status.DISPATCHED
+        and case.lat == INSIDE_HP01[0]
+        and case.place_text == "幸福里小区南门"
+    )
     await wechat.deliver()
     assert len(wechat.pushes_to(LEADER_HP01)) == 1
 
@@ -156,6 +169,7 @@ async def test_resident_query_lists_their_cases(wechat: WeChat) -> None:
 
 
 async def test_voice_uses_wechat_recognition(wechat: WeChat) -> None:
-    reply = await wechat.send(wechat.xml(RESIDENT, "voice", {"MediaId": "v1", "Format": "amr",
-                                                             "Recognition": "幸福里小区路灯坏了"}))
+    reply = await wechat.send(
+        wechat.xml(RESIDENT, "voice", {"MediaId": "v1", "Format": "amr", "Recognition": "幸福里小区路灯坏了"})
+    )
     assert reply is not None and "已受理：道路设施" in reply

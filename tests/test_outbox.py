@@ -97,8 +97,9 @@ async def test_one_persons_pushes_keep_their_order_through_failures(wechat: WeCh
     assert "接单" in first and "已办结" in second
 
 
-async def test_unreachable_api_is_retried(wechat: WeChat, settings: Settings, clock: FakeClock,
-                                          aiohttp_client: Any) -> None:
+async def test_unreachable_api_is_retried(
+    wechat: WeChat, settings: Settings, clock: FakeClock, aiohttp_client: Any
+) -> None:
     dead = settings.model_copy(update={"wechat_api_base": "http://127.0.0.1:9"})
     client = await aiohttp_client(create_app(dead, clock=clock, background=False))
     other = WeChat(client, clock, wechat.fake, "")

@@ -21,8 +21,13 @@ REPORT = "幸福里小区3号楼东侧路灯坏了"
 
 
 @pytest.fixture
-async def slow(aiohttp_client: Any, settings: Settings, clock: FakeClock, fake_wechat: Any,
-               monkeypatch: pytest.MonkeyPatch) -> tuple[WeChat, asyncio.Event]:
+async def slow(
+    aiohttp_client: Any,
+    settings: Settings,
+    clock: FakeClock,
+    fake_wechat: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[WeChat, asyncio.Event]:
     """Processing is held back until the test releases it; the reply budget is 0.1 s.
 
     (Held before its transaction: on SQLite a transaction holds the one write lock.)"""
@@ -39,8 +44,9 @@ async def slow(aiohttp_client: Any, settings: Settings, clock: FakeClock, fake_w
     return WeChat(client, clock, fake_wechat, ""), release
 
 
-async def test_slow_answer_becomes_success_then_a_customer_service_message(slow: tuple[WeChat, asyncio.Event]
-                                                                          ) -> None:
+async def test_slow_answer_becomes_success_then_a_customer_service_message(
+    slow: tuple[WeChat, asyncio.Event],
+) -> None:
     wechat, release = slow
     xml = wechat.xml(RESIDENT, "text", {"Content": REPORT})
     status, body = await wechat.post(xml)
@@ -61,11 +67,20 @@ async def test_slow_answer_becomes_success_then_a_customer_service_message(slow:
 
 async def test_message_acknowledged_before_a_crash_is_processed_on_recovery(wechat: WeChat) -> None:
     """Simulates a process killed right after storing (and acknowledging) a message."""
-    msg = Inbound(channel="wechat", sender=RESIDENT, kind="text", created_at=wechat.clock.now(), msg_id=7,
-                  text=REPORT)
+    msg = Inbound(
+        channel="wechat", sender=RESIDENT, kind="text", created_at=wechat.clock.now(), msg_id=7, text=REPORT
+    )
     async with transaction(wechat.app[FACTORY]) as session:
-        session.add(inbound.new_row(dedupe_key=f"{RESIDENT}:7", channel="wechat", sender=RESIDENT,
-                                    msg_type="text", payload=msg.to_payload(), now=wechat.clock.now()))
+        session.add(
+            inbound.new_row(
+                dedupe_key=f"{RESIDENT}:7",
+                channel="wechat",
+                sender=RESIDENT,
+                msg_type="text",
+                payload=msg.to_payload(),
+                now=wechat.clock.now(),
+            )
+        )
     assert await wechat.app[RECEIVER].recover() == 0  # too fresh: its own process may still be at it
     wechat.clock.advance(minutes=1)
     assert await wechat.app[RECEIVER].recover() == 1
@@ -76,8 +91,9 @@ async def test_message_acknowledged_before_a_crash_is_processed_on_recovery(wech
     assert await wechat.app[RECEIVER].recover() == 0  # processed once, never again
 
 
-async def test_handler_crash_is_an_apology_and_the_message_is_kept(wechat: WeChat,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_handler_crash_is_an_apology_and_the_message_is_kept(
+    wechat: WeChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def broken(*args: Any, **kw: Any) -> Any:
         raise RuntimeError("bug")
 

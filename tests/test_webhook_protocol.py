@@ -47,13 +47,18 @@ class TestEncryptedModes:
         assert status == 200 and "<Encrypt>" in body
         assert "已受理" in (wechat.sim.read_reply(body) or "")
 
-    async def test_plaintext_still_accepted_when_the_account_is_switched_to_plain(self, wechat: WeChat) -> None:
+    async def test_plaintext_still_accepted_when_the_account_is_switched_to_plain(
+        self, wechat: WeChat
+    ) -> None:
         status, body = await wechat.post(wechat.xml(RESIDENT, "text", {"Content": REPORT}), mode="plain")
         assert status == 200 and "已受理" in body
 
     async def test_bad_msg_signature_is_forbidden(self, wechat: WeChat) -> None:
-        query, body = wechat.sim.sign(wechat.xml(RESIDENT, "text", {"Content": REPORT}),
-                                      timestamp=int(wechat.clock.now().timestamp()), mode="safe")
+        query, body = wechat.sim.sign(
+            wechat.xml(RESIDENT, "text", {"Content": REPORT}),
+            timestamp=int(wechat.clock.now().timestamp()),
+            mode="safe",
+        )
         query["msg_signature"] = "f" * 40
         resp = await wechat.client.post("/wechat", params=query, data=body)
         assert resp.status == 403
@@ -64,7 +69,9 @@ class TestEncryptedModes:
         from tests.conftest import TOKEN
 
         other = WeChatSimulator(token=TOKEN, appid="wxotherappid000000", aes_key=AES_KEY)
-        xml = other.xml(RESIDENT, "text", {"Content": REPORT}, create_time=int(wechat.clock.now().timestamp()))
+        xml = other.xml(
+            RESIDENT, "text", {"Content": REPORT}, create_time=int(wechat.clock.now().timestamp())
+        )
         query, body = other.sign(xml, timestamp=int(wechat.clock.now().timestamp()), mode="safe")
         resp = await wechat.client.post("/wechat", params=query, data=body)
         assert resp.status == 400
@@ -83,8 +90,9 @@ async def test_compatible_mode_without_our_aes_key_uses_the_plain_fields(wechat:
 
 
 async def test_bad_signature_is_forbidden_and_nothing_is_stored(wechat: WeChat) -> None:
-    query, body = wechat.sim.sign(wechat.xml(RESIDENT, "text", {"Content": REPORT}),
-                                  timestamp=int(wechat.clock.now().timestamp()))
+    query, body = wechat.sim.sign(
+        wechat.xml(RESIDENT, "text", {"Content": REPORT}), timestamp=int(wechat.clock.now().timestamp())
+    )
     query["signature"] = "0" * 40
     resp = await wechat.client.post("/wechat", params=query, data=body)
     assert resp.status == 403
@@ -96,8 +104,12 @@ async def test_forged_sender_needs_a_valid_signature(wechat: WeChat) -> None:
     from bot.wechat import WeChatSimulator
 
     forger = WeChatSimulator(token="guessed-token", appid="x")
-    xml = forger.xml("o_demo_zhangwei_hp01", "text", {"Content": "我的工单"},
-                     create_time=int(wechat.clock.now().timestamp()))
+    xml = forger.xml(
+        "o_demo_zhangwei_hp01",
+        "text",
+        {"Content": "我的工单"},
+        create_time=int(wechat.clock.now().timestamp()),
+    )
     query, body = forger.sign(xml, timestamp=int(wechat.clock.now().timestamp()))
     resp = await wechat.client.post("/wechat", params=query, data=body)
     assert resp.status == 403
@@ -127,7 +139,9 @@ async def test_body_over_64_kib_is_refused(wechat: WeChat) -> None:
 async def test_xml_bomb_is_rejected_without_expansion(wechat: WeChat) -> None:
     bomb = (
         '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-        + "".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10))
+        + "".join(
+            f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10)
+        )
         + "]><xml><ToUserName>gh</ToUserName><FromUserName>o_x</FromUserName><CreateTime>1</CreateTime>"
         "<MsgType>text</MsgType><Content>&lol9;</Content><MsgId>1</MsgId></xml>"
     )
@@ -137,14 +151,18 @@ async def test_xml_bomb_is_rejected_without_expansion(wechat: WeChat) -> None:
 
 
 async def test_external_entity_is_rejected(wechat: WeChat) -> None:
-    xxe = ('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
-           "<xml><ToUserName>gh</ToUserName><FromUserName>o_x</FromUserName><CreateTime>1</CreateTime>"
-           "<MsgType>text</MsgType><Content>&e;</Content><MsgId>1</MsgId></xml>")
+    xxe = (
+        '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+        "<xml><ToUserName>gh</ToUserName><FromUserName>o_x</FromUserName><CreateTime>1</CreateTime>"
+        "<MsgType>text</MsgType><Content>&e;</Content><MsgId>1</MsgId></xml>"
+    )
     status, _ = await wechat.post(xxe, mode="plain")
     assert status == 400
 
 
-@pytest.mark.parametrize("body", ["not xml at all", "<xml>abc</xml>", "<xml><MsgType>text</MsgType></xml>", ""])
+@pytest.mark.parametrize(
+    "body", ["not xml at all", "<xml>abc</xml>", "<xml><MsgType>text</MsgType></xml>", ""]
+)
 async def test_malformed_bodies_get_400_not_500(wechat: WeChat, body: str) -> None:
     status, _ = await wechat.post(body, mode="plain")
     assert status == 400
@@ -190,7 +208,9 @@ async def test_unknown_kind_gets_a_polite_reply(wechat: WeChat) -> None:
 
 
 async def test_link_gets_a_polite_reply(wechat: WeChat) -> None:
-    reply = await wechat.send(wechat.xml(RESIDENT, "link", {"Title": "t", "Description": "d", "Url": "http://x"}))
+    reply = await wechat.send(
+        wechat.xml(RESIDENT, "link", {"Title": "t", "Description": "d", "Url": "http://x"})
+    )
     assert reply is not None and "暂不支持链接" in reply
 
 

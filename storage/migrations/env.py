@@ -41,4 +41,4 @@ if context.is_offline_mode():
     with context.begin_transaction():
         context.run_migrations()
 else:
-    asyncio.run(_main(url))
+    asyncio.run(_main(str(url)))

@@ -1,0 +1,109 @@
+"""The `gridbot` command as a user runs it: bad configuration, migrations, grid import, demo + chat."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.config import DEMO_GRID_FILE
+
+GRIDBOT = [sys.executable, "-m", "bot.cli"]
+
+
+def _run(args: list[str], env: dict[str, str], **kw: object) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")} | env
+    return subprocess.run(GRIDBOT + args, env=full, capture_output=True, text=True, timeout=60, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("GRIDBOT_PORT", "eighty"),
+        ("GRIDBOT_WECHAT_AES_KEY", "too-short"),
+        ("GRIDBOT_DATABASE_URL", "mysql://root@localhost/x"),
+        ("GRIDBOT_GRID_FILE", "/nonexistent/grid.yaml"),
+        ("GRIDBOT_WECHAT_API_BASE", "api.weixin.qq.com"),
+    ],
+)
+def test_bad_configuration_fails_with_one_line_naming_the_variable(
+    var: str, value: str, tmp_path: Path
+) -> None:
+    result = _run(["serve"], {var: value}, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and var in lines[0] and "Traceback" not in result.stderr
+
+
+def test_db_upgrade_then_grid_load(tmp_path: Path) -> None:
+    env = {"GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/g.sqlite3"}
+    assert _run(["db", "upgrade"], env, cwd=tmp_path).returncode == 0
+    result = _run(["grid", "load", str(DEMO_GRID_FILE)], env, cwd=tmp_path)
+    assert result.returncode == 0 and "loaded 11 grid nodes and 11 staff" in result.stdout
+    again = _run(["grid", "load", str(DEMO_GRID_FILE)], env, cwd=tmp_path)  # idempotent: updates in place
+    assert again.returncode == 0 and "loaded 11 grid nodes" in again.stdout
+
+
+def test_grid_load_reports_a_bad_file_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nodes:\n  - code: a\n    name: A\n", encoding="utf-8")
+    env = {"GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/g.sqlite3"}
+    result = _run(["grid", "load", str(bad)], env, cwd=tmp_path)
+    assert result.returncode == 1 and "nodes.0.level" in result.stderr and "Traceback" not in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_demo_and_chat_walk_through_the_loop(tmp_path: Path) -> None:
+    port, fake_port = _free_port(), _free_port()
+    env = {"GRIDBOT_PORT": str(port), "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/demo.sqlite3"}
+    full = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")} | env
+    demo = subprocess.Popen(
+        GRIDBOT + ["demo", "--fake-port", str(fake_port)],
+        env=full,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        banner = "".join(demo.stdout.readline() for _ in range(6))
+        assert "gridbot 演示已启动" in banner and f"127.0.0.1:{port}/wechat" in banner
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        script = (
+            "\n".join(
+                [
+                    "幸福里小区3号楼东侧路灯坏了好几天了",
+                    "/as o_demo_zhangwei_hp01",
+                    "接单",
+                    "办结 已更换灯泡",
+                ]
+            )
+            + "\n"
+        )
+        chat = _run(["chat", "--fake", f"http://127.0.0.1:{fake_port}"], env, cwd=tmp_path, input=script)
+        out = chat.stdout
+        assert chat.returncode == 0, chat.stderr
+        assert "已受理：道路设施" in out and "【新工单】" in out  # reply to the resident, card to 张伟
+        assert "已接单" in out and "已办结" in out
+        assert "推送给 居民（o_demo_resident_1）" in out  # the resident is told
+    finally:
+        demo.terminate()
+        demo.wait(timeout=20)
+        if demo.stdout is not None:
+            demo.stdout.close()

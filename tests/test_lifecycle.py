@@ -1,0 +1,40 @@
+"""The state machine table, row by row."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.lifecycle import TRANSITIONS, Action, IllegalTransition, Role, Status, next_status
+
+
+@pytest.mark.parametrize(
+    ("status", "action", "role", "expected"),
+    [
+        (Status.NEW, Action.DISPATCH, Role.SYSTEM, Status.DISPATCHED),
+        (Status.DISPATCHED, Action.ACCEPT, Role.LEADER, Status.ACCEPTED),
+        (Status.DISPATCHED, Action.RESOLVE, Role.LEADER, Status.RESOLVED),
+        (Status.ACCEPTED, Action.RESOLVE, Role.LEADER, Status.RESOLVED),
+    ],
+)
+def test_allowed_transition(status: Status, action: Action, role: Role, expected: Status) -> None:
+    assert next_status(status, action, role) == expected
+
+
+def test_table_has_exactly_the_tested_rows() -> None:
+    assert len(TRANSITIONS) == 4
+
+
+@pytest.mark.parametrize(
+    ("status", "action", "role"),
+    [
+        (Status.NEW, Action.ACCEPT, Role.LEADER),  # nobody to accept it yet
+        (Status.NEW, Action.DISPATCH, Role.LEADER),  # dispatch is the system's (dispatchers: a later issue)
+        (Status.ACCEPTED, Action.ACCEPT, Role.LEADER),
+        (Status.RESOLVED, Action.ACCEPT, Role.LEADER),  # closed stays closed
+        (Status.RESOLVED, Action.RESOLVE, Role.LEADER),
+        (Status.DISPATCHED, Action.DISPATCH, Role.SYSTEM),
+    ],
+)
+def test_illegal_transition_is_refused(status: Status, action: Action, role: Role) -> None:
+    with pytest.raises(IllegalTransition):
+        next_status(status, action, role)
