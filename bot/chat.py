@@ -11,6 +11,7 @@ import contextlib
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -46,7 +47,12 @@ async def run_chat(settings: Settings, *, url: str, fake: str, identity: str) ->
     names = _names(settings)
     state: dict[str, str] = {"me": identity, "last": ""}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        watcher = asyncio.create_task(_watch_pushes(http, fake, names))
+        host = urlsplit(fake).hostname or ""
+        if host in ("127.0.0.1", "localhost", "::1"):
+            watcher = asyncio.create_task(_watch_pushes(http, fake, names))
+        else:  # only ever poll a local fake, never a real WeChat host
+            print(f"--fake {fake} is not on this machine: pushes will not be shown")
+            watcher = asyncio.create_task(asyncio.sleep(0))
         print(f"已连接 {url}；你现在是 {_label(identity, names)}。输入 /help 查看命令。", flush=True)
         loop = asyncio.get_running_loop()
         try:
@@ -135,7 +141,10 @@ async def _handle_line(
         print(f"  ✗ 连不上机器人（{exc}）。先运行演示：scripts/demo")
         return
     reply = sim.read_reply(text)
-    print(f"  ← 公众号：{reply}" if reply else "  ← （公众号未回复，回复将以客服消息推送）", flush=True)
+    if reply:
+        print("  ← 公众号：" + reply.replace("\n", "\n           "), flush=True)
+    else:
+        print("  ← （公众号未回复，回复将以客服消息推送）", flush=True)
 
 
 async def _watch_pushes(http: aiohttp.ClientSession, fake: str, names: dict[str, str]) -> None:

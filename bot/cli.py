@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("file", type=Path)
     chat = sub.add_parser("chat", help="talk to a running bot as WeChat would (resident or leader)")
     chat.add_argument("--url", default=None, help="the bot's webhook, default http://HOST:PORT/wechat")
-    chat.add_argument("--fake", default=None, help="the fake WeChat API, default GRIDBOT_WECHAT_API_BASE")
+    chat.add_argument(
+        "--fake",
+        default=f"http://127.0.0.1:{DEMO_FAKE_PORT}",
+        help="the local fake WeChat API whose pushes to show (loopback only)",
+    )
     chat.add_argument("--as", dest="identity", default="o_demo_resident_1", help="openid to start as")
     fake = sub.add_parser("fake-wechat", help="run only the local fake WeChat API")
     fake.add_argument("--port", type=int, default=DEMO_FAKE_PORT)
@@ -61,11 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             from bot.chat import run_chat
 
             url = args.url or f"http://{settings.host}:{settings.port}/wechat"
-            asyncio.run(
-                run_chat(
-                    settings, url=url, fake=args.fake or settings.wechat_api_base, identity=args.identity
-                )
-            )
+            asyncio.run(run_chat(settings, url=url, fake=args.fake, identity=args.identity))
         elif args.command == "fake-wechat":
             asyncio.run(_serve_fake(settings, args.port))
     except KeyboardInterrupt:

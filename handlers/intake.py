@@ -161,7 +161,8 @@ async def on_text(
     if grid is None:
         resident.awaiting_place_case_id = case.id
         session.add(resident)
-        return m.CASE_NEEDS_PLACE.format(category=category, number=number)
+        reply = m.CASE_NEEDS_PLACE.format(category=category, number=number)
+        return reply + (m.CASE_ROUTED_URGENT_NOTE if case.urgent else "")
     return await _dispatch_reply(session, case, grid, services, now)
 
 
