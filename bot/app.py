@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -20,6 +21,7 @@ from bot.wechat import ProtocolError, WeChatTransport
 from bot.wechat_api import WeChatAPI
 from handlers.categories import Catalog
 from handlers.context import Services
+from handlers.intake import dispatch_unplaced
 from handlers.places import GridIndex
 from storage import grids
 from storage.db import SessionFactory, create_engine, session_factory, transaction
@@ -122,12 +124,22 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         coalesce=True,
         next_run_time=app[CLOCK].now(),
     )
+    scheduler.add_job(
+        _dispatch_unplaced, "interval", args=[app], seconds=60, id="unplaced", max_instances=1, coalesce=True
+    )
     scheduler.start()
     yield
     scheduler.shutdown(wait=False)
     delivery.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await delivery
+
+
+async def _dispatch_unplaced(app: web.Application) -> None:
+    async with transaction(app[FACTORY]) as session:
+        routed = await dispatch_unplaced(session, services=app[SERVICES], now=app[CLOCK].now())
+    if routed:
+        app[WORKER].kick()
 
 
 async def wechat_verify(request: web.Request) -> web.Response:
@@ -155,6 +167,13 @@ async def wechat_message(request: web.Request) -> web.Response:
         return web.Response(status=503, text="storage unavailable")
     text = app[TRANSPORT].render(parsed, reply, app[CLOCK].now())
     return web.Response(text=text, content_type="application/xml" if reply else "text/plain")
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Method, path, status, time: no query string, which carries the resident's openid."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s %.1fms", request.method, request.path, response.status, time * 1000)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
@@ -40,19 +39,31 @@ def main(argv: list[str] | None = None) -> int:
     fake.add_argument("--port", type=int, default=DEMO_FAKE_PORT)
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from bot import logs
+
+    logs.setup()
     try:
         if args.command == "demo":
             settings = _demo_settings(args.fake_port)
         else:
             settings = load_settings()
+        if args.command == "serve":
+            settings.check_real_account()
     except ConfigError as exc:
         print(f"gridbot: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
         if args.command == "serve":
             _upgrade(settings)
-            web.run_app(_app(settings), host=settings.host, port=settings.port, print=None)
+            from bot.app import AccessLogger
+
+            web.run_app(
+                _app(settings),
+                host=settings.host,
+                port=settings.port,
+                print=None,
+                access_log_class=AccessLogger,
+            )
         elif args.command == "demo":
             _upgrade(settings)
             asyncio.run(_run_demo(settings, args.fake_port))
@@ -128,13 +139,13 @@ async def _serve_fake(settings: Settings, port: int) -> None:
 
 
 async def _run_demo(settings: Settings, fake_port: int) -> None:
-    from bot.app import create_app
+    from bot.app import AccessLogger, create_app
     from bot.fake_wechat import FakeWeChat
 
     fake = web.AppRunner(FakeWeChat(settings.wechat_appid, settings.wechat_secret).app(), access_log=None)
     await fake.setup()
     await web.TCPSite(fake, "127.0.0.1", fake_port).start()
-    bot = web.AppRunner(create_app(settings), access_log=None)
+    bot = web.AppRunner(create_app(settings), access_log_class=AccessLogger)
     await bot.setup()
     await web.TCPSite(bot, settings.host, settings.port).start()
     print(

@@ -14,6 +14,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DATA_DIR = Path(__file__).parent / "data"
 DEMO_GRID_FILE = DATA_DIR / "demo_grid.yaml"
 DEFAULT_CATEGORIES_FILE = DATA_DIR / "categories.yaml"
+WECHAT_API = "https://api.weixin.qq.com"
+DEMO_CREDENTIALS = {
+    "wechat_token": "gridbot-demo-token",
+    "wechat_appid": "wx0000000000demo",
+    "wechat_secret": "demo-secret",
+}
 
 
 class ConfigError(Exception):
@@ -24,12 +30,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRIDBOT_", env_file=".env", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///var/gridbot.sqlite3"
-    wechat_token: Annotated[str, Field(min_length=3, max_length=32)] = "gridbot-demo-token"
-    wechat_appid: str = "wx0000000000demo"
-    wechat_secret: str = "demo-secret"
+    wechat_token: Annotated[str, Field(min_length=3, max_length=32)] = DEMO_CREDENTIALS["wechat_token"]
+    wechat_appid: str = DEMO_CREDENTIALS["wechat_appid"]
+    wechat_secret: str = DEMO_CREDENTIALS["wechat_secret"]
     # 43 characters of base64 without the trailing "=", as the WeChat console shows it.
     wechat_aes_key: str = ""
-    wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_api_base: str = WECHAT_API
     grid_file: Path | None = None
     categories_file: Path = DEFAULT_CATEGORIES_FILE
     host: str = "127.0.0.1"
@@ -85,6 +91,17 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"file not found: {value}")
         return value
+
+    def check_real_account(self) -> None:
+        """Against the real WeChat API the demo credentials can only fail: say so at start."""
+        if self.wechat_api_base != WECHAT_API:
+            return
+        for name, demo in DEMO_CREDENTIALS.items():
+            if getattr(self, name) == demo:
+                raise ConfigError(
+                    f"GRIDBOT_{name.upper()}: set your Official Account's value "
+                    "(the demo value only works with the local fake API)"
+                )
 
     @property
     def zone(self) -> ZoneInfo:

@@ -91,7 +91,7 @@ class Receiver:
             if not handoff.committing:
                 handoff.abandoned = True
                 log.warning(
-                    "reply budget exceeded; will reply via customer service", extra={"dedupe_key": dedupe_key}
+                    "reply budget exceeded; will reply via customer service", extra={"inbound_id": row.id}
                 )
                 return None
         # The passive reply is being committed right now: commits are quick, wait a little more.

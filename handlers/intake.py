@@ -8,7 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from handlers import messages as m
 from handlers.context import Outcome, Services
-from handlers.dispatching import place_of, route_case
+from handlers.dispatching import notify_resident, place_of, route_case
 from handlers.places import GridRef
 from handlers.routing import Router, event, has_text, kind
 from handlers.types import Inbound
@@ -268,3 +268,33 @@ async def _attach_loose_photos(
     await inbound.attach_to_case(
         session, row_ids=[p.id for p in photos if p.id is not None], case_id=case.id or 0
     )
+
+
+async def dispatch_unplaced(session: AsyncSession, *, services: Services, now: datetime) -> int:
+    """Scheduled: a case whose resident never said where is not left waiting; the street level
+    (街道) dispatches it by hand, and the resident is told."""
+    root = services.grids.root()
+    if root is None:
+        return 0
+    routed = 0
+    for case_id in await cases.unplaced_before(
+        session, before=window_start(now, services.place_window_minutes)
+    ):
+        case = await cases.claim_unplaced(session, case_id=case_id, now=now)
+        if case is None:
+            continue
+        await cases.add_event(
+            session, case=case, action=Action.LOCATE, actor_kind="system", now=now, note=m.PLACE_MISSING_NOTE
+        )
+        await route_case(session, case=case, grid=root, services=services, now=now)
+        resident = await session.get(Resident, case.resident_id) if case.resident_id else None
+        if resident is not None:
+            notify_resident(
+                session,
+                openid=resident.openid,
+                case=case,
+                now=now,
+                content=m.PUSH_PLACE_MISSING.format(number=case.number, grid=root.name),
+            )
+        routed += 1
+    return routed

@@ -23,6 +23,8 @@ CASE_TO_DISPATCHER = (
     "已受理：{category} · {place}\n编号 {number}\n"
     "暂未匹配到具体网格，已转{grid}人工派遣，处理进展会在这里通知您。"
 )
+PUSH_PLACE_MISSING = "您反映的问题（{number}）还没有具体位置，已转{grid}人工派遣，处理进展会在这里通知您。"
+PLACE_MISSING_NOTE = "居民未补充位置，转人工派遣"
 PLACE_ATTACHED = "已补充位置：{place}（编号 {number}）。"
 LOCATION_KEPT = "已收到您的位置{label}。请用文字说明遇到的问题，我们会按这个位置派给网格员。"
 PHOTO_ATTACHED = "已收到照片，已附到工单 {number}。"

@@ -194,6 +194,29 @@ async def latest_case_of_resident(session: AsyncSession, *, resident_id: int, si
     return (await session.exec(stmt)).first()
 
 
+async def unplaced_before(session: AsyncSession, *, before: datetime, limit: int = 100) -> list[int]:
+    """Cases still without a grid (the resident never said where) reported before `before`."""
+    stmt = (
+        select(Case.id)
+        .where(Case.status == Status.NEW, col(Case.grid_id).is_(None), col(Case.created_at) < before)
+        .order_by(col(Case.id))
+        .limit(limit)
+    )
+    return [int(i) for i in (await session.exec(stmt)).all() if i is not None]
+
+
+async def claim_unplaced(session: AsyncSession, *, case_id: int, now: datetime) -> Case | None:
+    """Lock the case for routing if it is still unplaced; None when another process got there first."""
+    stmt = (
+        update(Case)
+        .where(col(Case.id) == case_id, col(Case.status) == Status.NEW, col(Case.grid_id).is_(None))
+        .values(updated_at=now)
+    )
+    if (await session.exec(stmt)).rowcount != 1:  # type: ignore[call-overload]
+        return None
+    return await session.get(Case, case_id)
+
+
 async def timeline(session: AsyncSession, case_id: int) -> list[CaseEvent]:
     stmt = (
         select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(col(CaseEvent.at), col(CaseEvent.id))

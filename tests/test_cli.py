@@ -63,9 +63,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_demo_and_chat_walk_through_the_loop(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "aes_key", ["", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"], ids=["plain", "safe"]
+)
+def test_demo_and_chat_walk_through_the_loop(tmp_path: Path, aes_key: str) -> None:
     port, fake_port = _free_port(), _free_port()
-    env = {"GRIDBOT_PORT": str(port), "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/demo.sqlite3"}
+    env = {
+        "GRIDBOT_PORT": str(port),
+        "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/demo.sqlite3",
+        "GRIDBOT_WECHAT_AES_KEY": aes_key,
+    }
     full = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")} | env
     demo = subprocess.Popen(
         GRIDBOT + ["demo", "--fake-port", str(fake_port)],
@@ -79,12 +86,8 @@ def test_demo_and_chat_walk_through_the_loop(tmp_path: Path) -> None:
         assert demo.stdout is not None
         banner = "".join(demo.stdout.readline() for _ in range(6))
         assert "gridbot 演示已启动" in banner and f"127.0.0.1:{port}/wechat" in banner
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
+        assert ("安全模式" if aes_key else "明文模式") in banner
+        _wait_for_port(port)
         script = (
             "\n".join(
                 [
@@ -107,3 +110,50 @@ def test_demo_and_chat_walk_through_the_loop(tmp_path: Path) -> None:
         demo.wait(timeout=20)
         if demo.stdout is not None:
             demo.stdout.close()
+
+
+def test_serve_refuses_the_demo_credentials_against_real_wechat(tmp_path: Path) -> None:
+    result = _run(
+        ["serve"], {"GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/s.sqlite3"}, cwd=tmp_path
+    )
+    assert result.returncode == 2 and "GRIDBOT_WECHAT_TOKEN" in result.stderr.strip()
+
+
+def test_serve_answers_the_url_verification(tmp_path: Path) -> None:
+    import urllib.request
+
+    from bot.wechat import WeChatSimulator
+
+    port = _free_port()
+    env = {
+        "GRIDBOT_PORT": str(port),
+        "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/s.sqlite3",
+        "GRIDBOT_WECHAT_TOKEN": "serve-test-token",
+        "GRIDBOT_WECHAT_APPID": "wxserve",
+        "GRIDBOT_WECHAT_SECRET": "s",
+        "GRIDBOT_WECHAT_API_BASE": "http://127.0.0.1:9",
+        "GRIDBOT_GRID_FILE": str(DEMO_GRID_FILE),
+    }
+    full = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")} | env
+    server = subprocess.Popen(GRIDBOT + ["serve"], env=full, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_port(port)
+        sim = WeChatSimulator(token="serve-test-token", appid="wxserve")
+        query = sim.verification_query("hello-wechat", timestamp=int(time.time()))
+        url = f"http://127.0.0.1:{port}/wechat?" + "&".join(f"{k}={v}" for k, v in query.items())
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert resp.read() == b"hello-wechat"
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=20)
+    assert "GET /wechat 200" in err and "hello-wechat" not in err  # access log without the query string
+
+
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listening on {port}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.app import FACTORY
+from bot.app import FACTORY, SERVICES
 from storage.cases import timeline
 from storage.db import transaction
 from storage.lifecycle import Status
@@ -173,3 +173,32 @@ async def test_voice_uses_wechat_recognition(wechat: WeChat) -> None:
         wechat.xml(RESIDENT, "voice", {"MediaId": "v1", "Format": "amr", "Recognition": "幸福里小区路灯坏了"})
     )
     assert reply is not None and "已受理：道路设施" in reply
+
+
+async def test_case_whose_place_never_comes_goes_to_the_street_level(wechat: WeChat) -> None:
+    from handlers.intake import dispatch_unplaced
+
+    await wechat.text(RESIDENT, "路灯不亮了")
+    services = wechat.app[SERVICES]
+    async with transaction(wechat.app[FACTORY]) as session:
+        assert (
+            await dispatch_unplaced(session, services=services, now=wechat.clock.now()) == 0
+        )  # still waiting
+    wechat.clock.advance(minutes=31)
+    async with transaction(wechat.app[FACTORY]) as session:
+        assert await dispatch_unplaced(session, services=services, now=wechat.clock.now()) == 1
+    async with transaction(wechat.app[FACTORY]) as session:
+        assert await dispatch_unplaced(session, services=services, now=wechat.clock.now()) == 0  # once
+    await wechat.deliver()
+    [case] = await wechat.cases()
+    assert case.status == Status.DISPATCHED
+    assert any("人工派遣" in p for p in wechat.pushes_to(RESIDENT))
+    assert len(wechat.pushes_to("o_demo_lijianguo_xf")) == 1  # 李建国, the street-level leader
+
+
+async def test_urgent_report_is_flagged_in_the_push(wechat: WeChat) -> None:
+    reply = await wechat.text(RESIDENT, "幸福里小区3号楼燃气泄漏了，味道很大")
+    assert reply is not None and "119" in reply
+    await wechat.deliver()
+    [card] = wechat.pushes_to(LEADER_HP01)
+    assert card.startswith("【紧急】")
