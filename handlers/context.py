@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from handlers.categories import Catalog
@@ -26,8 +25,3 @@ class Outcome:
     """Filled in by the handler: which case the message ended up on (for the inbound log)."""
 
     case_id: int | None = None
-    extra: dict[str, object] = field(default_factory=dict)
-
-
-def local(dt: datetime, services: Services) -> str:
-    return dt.astimezone(services.zone).strftime("%m-%d %H:%M")

@@ -89,16 +89,7 @@ async def on_image(
     case = await cases.latest_case_of_resident(session, resident_id=resident.id or 0, since=since)
     if case is None:
         return m.PHOTO_KEPT  # the inbound log keeps it; the next report picks it up
-    await cases.add_event(
-        session,
-        case=case,
-        action=Action.ATTACH,
-        actor_kind="resident",
-        actor_id=resident.id,
-        now=now,
-        media_id=msg.media_id,
-        note=msg.url,
-    )
+    await _resident_event(session, case, resident, Action.ATTACH, now, note=msg.url, media_id=msg.media_id)
     outcome.case_id = case.id
     return m.PHOTO_ATTACHED.format(number=case.number)
 
@@ -176,6 +167,28 @@ async def on_unknown() -> str:
     return m.UNSUPPORTED
 
 
+async def _resident_event(
+    session: AsyncSession,
+    case: Case,
+    resident: Resident,
+    action: Action,
+    now: datetime,
+    *,
+    note: str | None = None,
+    media_id: str | None = None,
+) -> None:
+    await cases.add_event(
+        session,
+        case=case,
+        action=action,
+        actor_kind="resident",
+        actor_id=resident.id,
+        now=now,
+        note=note,
+        media_id=media_id,
+    )
+
+
 def _keep_pin(resident: Resident, msg: Inbound, now: datetime) -> None:
     resident.last_lat, resident.last_lon, resident.last_location_at = msg.lat, msg.lon, now
 
@@ -210,15 +223,7 @@ async def _place_found(
     resident.awaiting_place_case_id = None
     session.add(resident)
     outcome.case_id = case.id
-    await cases.add_event(
-        session,
-        case=case,
-        action=Action.LOCATE,
-        actor_kind="resident",
-        actor_id=resident.id,
-        now=now,
-        note=case.place_text,
-    )
+    await _resident_event(session, case, resident, Action.LOCATE, now, note=case.place_text)
     if grid is not None:
         return await _dispatch_reply(session, case, grid, services, now)
     root = services.grids.root()
@@ -255,15 +260,14 @@ async def _attach_loose_photos(
         session, sender=resident.openid, since=window_start(now, services.place_window_minutes)
     )
     for photo in photos:
-        await cases.add_event(
+        await _resident_event(
             session,
-            case=case,
-            action=Action.ATTACH,
-            actor_kind="resident",
-            actor_id=resident.id,
-            now=now,
-            media_id=photo.payload.get("media_id"),
+            case,
+            resident,
+            Action.ATTACH,
+            now,
             note=photo.payload.get("url"),
+            media_id=photo.payload.get("media_id"),
         )
     await inbound.attach_to_case(
         session, row_ids=[p.id for p in photos if p.id is not None], case_id=case.id or 0

@@ -10,7 +10,7 @@ from handlers import messages as m
 from handlers.commands import Command, parse_command
 from handlers.context import Services
 from handlers.dispatching import notify_resident, place_of
-from handlers.routing import Router
+from handlers.routing import Filter, Router
 from handlers.types import Inbound
 from storage import cases, grids
 from storage.lifecycle import Action, IllegalTransition, Role, Status
@@ -19,7 +19,7 @@ from storage.models import Case, Resident, Staff
 router = Router("leader")
 
 
-def _verb(*verbs: str):  # type: ignore[no-untyped-def]
+def _verb(*verbs: str) -> Filter:
     def match(msg: Inbound) -> bool:
         cmd = parse_command(msg.text or "")
         return cmd is not None and cmd.verb in verbs
@@ -34,19 +34,9 @@ async def accept(msg: Inbound, staff: Staff, session: AsyncSession, services: Se
     case, refusal = await _target(session, staff, cmd, services, candidates=frozenset({Status.DISPATCHED}))
     if case is None:
         return refusal
-    try:
-        await cases.transition(
-            session,
-            case=case,
-            action=Action.ACCEPT,
-            role=Role.LEADER,
-            now=now,
-            actor_kind="staff",
-            actor_id=staff.id,
-            note=cmd.note or None,
-        )
-    except IllegalTransition:
-        return m.ILLEGAL.format(number=case.number, status=case.status, verb="接单")
+    illegal = await _apply(session, case, staff, Action.ACCEPT, cmd.note or None, now)
+    if illegal:
+        return illegal
     case.assignee_id = staff.id
     await _tell_resident(
         session,
@@ -72,19 +62,9 @@ async def resolve(
         return refusal
     if not cmd.note:
         return m.RESOLVE_NEEDS_NOTE.format(number=case.number)
-    try:
-        await cases.transition(
-            session,
-            case=case,
-            action=Action.RESOLVE,
-            role=Role.LEADER,
-            now=now,
-            actor_kind="staff",
-            actor_id=staff.id,
-            note=cmd.note,
-        )
-    except IllegalTransition:
-        return m.ILLEGAL.format(number=case.number, status=case.status, verb="办结")
+    illegal = await _apply(session, case, staff, Action.RESOLVE, cmd.note, now)
+    if illegal:
+        return illegal
     case.assignee_id = case.assignee_id or staff.id
     await _tell_resident(session, case, m.PUSH_RESOLVED.format(number=case.number, note=cmd.note), now)
     return m.RESOLVED.format(number=case.number)
@@ -111,6 +91,26 @@ async def my_cases(staff: Staff, session: AsyncSession, now: datetime) -> str:
 @router.message()
 async def staff_help() -> str:
     return m.STAFF_HELP
+
+
+async def _apply(
+    session: AsyncSession, case: Case, staff: Staff, action: Action, note: str | None, now: datetime
+) -> str | None:
+    """Apply the leader's action through the state machine; the refusal when it does not allow it."""
+    try:
+        await cases.transition(
+            session,
+            case=case,
+            action=action,
+            role=Role.LEADER,
+            now=now,
+            actor_kind="staff",
+            actor_id=staff.id,
+            note=note,
+        )
+    except IllegalTransition:
+        return m.ILLEGAL.format(number=case.number, status=case.status, verb=action.value)
+    return None
 
 
 async def _target(

@@ -7,7 +7,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from handlers import messages as m
 from handlers.commands import find_case_number, normalise
 from handlers.dispatching import place_of
-from handlers.routing import Filter, Router
+from handlers.routing import Router
 from handlers.types import Inbound
 from storage import cases
 from storage.models import Resident
@@ -32,21 +32,16 @@ async def on_staff_verb(msg: Inbound) -> str:
     return m.STAFF_ONLY.format(verb=verb)
 
 
-query_filter: Filter = _query
-
-
 @router.message(_query)
 async def on_query(msg: Inbound, resident: Resident, session: AsyncSession) -> str:
     number = find_case_number(msg.text or "")
-    mine = await cases.cases_of_resident(session, resident_id=resident.id or 0, limit=10)
     if number is not None:
-        mine = [c for c in mine if c.number == number] or [
-            c
-            for c in [await cases.case_by_number(session, number)]
-            if c is not None and c.resident_id == resident.id
-        ]
-        if not mine:
+        case = await cases.case_by_number(session, number)
+        if case is None or case.resident_id != resident.id:
             return m.RESIDENT_CASE_NOT_FOUND.format(number=number)
+        mine = [case]
+    else:
+        mine = await cases.cases_of_resident(session, resident_id=resident.id or 0, limit=10)
     if not mine:
         return m.RESIDENT_NO_CASES
     lines = [

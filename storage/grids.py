@@ -134,7 +134,3 @@ async def leader_for(session: AsyncSession, node: GridNode) -> Staff | None:
 async def staff_by_openid(session: AsyncSession, openid: str) -> Staff | None:
     stmt = select(Staff).where(Staff.wechat_openid == openid, col(Staff.active).is_(True))
     return (await session.exec(stmt)).first()
-
-
-async def staff_by_id(session: AsyncSession, staff_id: int) -> Staff | None:
-    return await session.get(Staff, staff_id)

@@ -109,18 +109,3 @@ async def mark_parked(session: AsyncSession, *, row_id: int, error: str) -> None
 
 async def _set(session: AsyncSession, row_id: int, **values: Any) -> None:
     await session.exec(update(OutboxMessage).where(col(OutboxMessage.id) == row_id).values(**values))  # type: ignore[call-overload]
-
-
-async def next_due(session: AsyncSession) -> datetime | None:
-    stmt = (
-        select(OutboxMessage.next_attempt_at)
-        .where(OutboxMessage.status == "pending")
-        .order_by(col(OutboxMessage.next_attempt_at))
-        .limit(1)
-    )
-    return (await session.exec(stmt)).first()
-
-
-async def by_status(session: AsyncSession, status: str) -> list[OutboxMessage]:
-    stmt = select(OutboxMessage).where(OutboxMessage.status == status).order_by(col(OutboxMessage.id))
-    return list((await session.exec(stmt)).all())

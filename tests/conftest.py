@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from bot.app import FACTORY, RECEIVER, WORKER, create_app
 from bot.config import DEMO_GRID_FILE, Settings
 from bot.fake_wechat import FakeWeChat
 from bot.wechat import WeChatSimulator
-from storage.db import create_engine, session_factory, transaction, upgrade_sync
+from storage.db import create_engine, transaction, upgrade_sync
 from storage.models import ALL_TABLES, Case, OutboxMessage
 
 TOKEN = "gridbot-test-token"
@@ -193,11 +193,3 @@ async def wechat(
 ) -> AsyncIterator[WeChat]:
     client = await aiohttp_client(create_app(settings, clock=clock, background=False))
     yield WeChat(client, clock, fake_wechat, aes_key)
-
-
-@pytest.fixture
-def session_maker(wechat: WeChat) -> Iterator[Any]:
-    yield wechat.app[FACTORY]
-
-
-__all__ = ["session_factory"]
