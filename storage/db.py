@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -54,10 +55,22 @@ def session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
+# SQLite has one writer at a time. Left to itself, a waiting connection sleeps in SQLite's busy
+# handler with growing naps (seconds of tail latency under load); inside one process we queue
+# transactions on a lock instead, first come first served. Other processes still meet busy_timeout.
+_sqlite_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
 @asynccontextmanager
 async def transaction(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
     """One unit of work: commits on success, rolls back on any exception."""
-    async with factory() as session, session.begin():
+    engine = factory.kw["bind"]
+    if engine.dialect.name != "sqlite":
+        async with factory() as session, session.begin():
+            yield session
+        return
+    lock = _sqlite_locks.setdefault(engine.sync_engine, asyncio.Lock())
+    async with lock, factory() as session, session.begin():
         yield session
 
 
