@@ -26,8 +26,13 @@ from bot.wechat import WeChatSimulator
 from storage.db import upgrade
 
 AES = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
-TEXTS = ["幸福里小区3号楼东侧路灯坏了", "春晖园小区门口垃圾堆好几天没人清", "锦绣花园晚上装修噪音太大",
-         "翠微苑小区停水了", "枣林小区楼道里电动车充电"]
+TEXTS = [
+    "幸福里小区3号楼东侧路灯坏了",
+    "春晖园小区门口垃圾堆好几天没人清",
+    "锦绣花园晚上装修噪音太大",
+    "翠微苑小区停水了",
+    "枣林小区楼道里电动车充电",
+]
 
 
 async def main(messages: int, concurrency: int, safe: bool) -> None:
@@ -39,9 +44,16 @@ async def main(messages: int, concurrency: int, safe: bool) -> None:
     fake_site = web.TCPSite(fake, "127.0.0.1", 0)
     await fake_site.start()
     fake_port = fake_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    settings = Settings(database_url=url, wechat_token="benchtoken", wechat_appid="wxbench", wechat_secret="s",
-                        wechat_aes_key=AES if safe else "", wechat_api_base=f"http://127.0.0.1:{fake_port}",
-                        grid_file=DEMO_GRID_FILE, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(
+        database_url=url,
+        wechat_token="benchtoken",
+        wechat_appid="wxbench",
+        wechat_secret="s",
+        wechat_aes_key=AES if safe else "",
+        wechat_api_base=f"http://127.0.0.1:{fake_port}",
+        grid_file=DEMO_GRID_FILE,
+        _env_file=None,
+    )  # type: ignore[call-arg]
     bot = web.AppRunner(create_app(settings), access_log=None)
     await bot.setup()
     site = web.TCPSite(bot, "127.0.0.1", 0)
@@ -73,9 +85,11 @@ async def main(messages: int, concurrency: int, safe: bool) -> None:
     await fake.cleanup()
     q = statistics.quantiles(latencies, n=100)
     backend = url.split(":", 1)[0]
-    print(f"{backend} {'safe' if safe else 'plain'} mode, {messages} reports, concurrency {concurrency}: "
-          f"{messages / elapsed:.0f} msg/s, p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, "
-          f"max {max(latencies) * 1000:.1f} ms")
+    print(
+        f"{backend} {'safe' if safe else 'plain'} mode, {messages} reports, concurrency {concurrency}: "
+        f"{messages / elapsed:.0f} msg/s, p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, "
+        f"max {max(latencies) * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":
