@@ -19,7 +19,7 @@ from bot.outbox import OutboxWorker
 from bot.receive import Receiver
 from bot.wechat import ProtocolError, WeChatTransport
 from bot.wechat_api import WeChatAPI
-from handlers.categories import Catalog
+from handlers.classify import Classifier, KeywordTable, Model
 from handlers.context import Services
 from handlers.intake import dispatch_unplaced
 from handlers.places import GridIndex
@@ -49,7 +49,11 @@ async def load_services(factory: SessionFactory, settings: Settings) -> Services
     if nodes and settings.grid_file is None:
         office = next((n.name for n in nodes if n.parent_id is None), office)
     return Services(
-        catalog=Catalog.load(settings.categories_file),
+        classifier=Classifier(
+            KeywordTable.load(settings.categories_file),
+            Model.load(settings.model_file) if settings.model_file else None,
+        ),
+        confirm_below=settings.confirm_below,
         grids=GridIndex(nodes),
         zone=settings.zone,
         office_name=office,
@@ -98,13 +102,14 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
             clock=app[CLOCK],
             timeout=settings.outbound_timeout_seconds,
         )
-        app[WORKER] = OutboxWorker(app[FACTORY], api, app[CLOCK])
+        app[WORKER] = OutboxWorker(app[FACTORY], api, app[CLOCK], media_dir=settings.media_dir)
         app[RECEIVER] = Receiver(
             app[FACTORY],
             app[SERVICES],
             app[CLOCK],
             budget=settings.reply_budget_seconds,
             on_outbox=app[WORKER].kick,
+            fetch_media=settings.media_dir is not None,
         )
         yield
         await app[RECEIVER].wait_idle()

@@ -41,9 +41,7 @@ def _names(settings: Settings) -> dict[str, str]:
 
 
 async def run_chat(settings: Settings, *, url: str, fake: str, identity: str) -> None:
-    sim = WeChatSimulator(
-        token=settings.wechat_token, appid=settings.wechat_appid, aes_key=settings.wechat_aes_key
-    )
+    sim = WeChatSimulator(token=settings.wechat_token, appid=settings.wechat_appid, aes_key=settings.wechat_aes_key)
     names = _names(settings)
     state: dict[str, str] = {"me": identity, "last": ""}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:

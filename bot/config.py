@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     # How long a resident's location pin or an unanswered "where?" question stays attached.
     place_window_minutes: int = 30
     outbound_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    # Where photos and voice notes are saved (fetched through the WeChat media API; WeChat keeps
+    # them only 3 days). Empty: keep the media id only.
+    media_dir: Path | None = None
+    # The trained category model (`gridbot train`); empty: the keyword table alone.
+    model_file: Path | None = None
+    # Below this confidence a case's category is flagged for the leader to confirm.
+    confirm_below: Annotated[float, Field(ge=0, le=1)] = 0.5
 
     @field_validator("database_url")
     @classmethod
@@ -85,7 +92,7 @@ class Settings(BaseSettings):
             raise ValueError("unknown time zone") from exc
         return value
 
-    @field_validator("grid_file", "categories_file")
+    @field_validator("grid_file", "categories_file", "model_file")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():

@@ -27,6 +27,7 @@ class FakeWeChat:
     secret: str
     sent: list[dict[str, Any]] = field(default_factory=list)
     token_fetches: int = 0
+    media_fetches: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     _tokens: set[str] = field(default_factory=set)
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -38,11 +39,7 @@ class FakeWeChat:
         self._tokens.clear()
 
     def texts_to(self, openid: str) -> list[str]:
-        return [
-            m["text"]["content"]
-            for m in self.sent
-            if m.get("touser") == openid and m.get("msgtype") == "text"
-        ]
+        return [m["text"]["content"] for m in self.sent if m.get("touser") == openid and m.get("msgtype") == "text"]
 
     def _next_failure(self) -> Failure | None:
         while self.failures and self.failures[0].count <= 0:
@@ -56,6 +53,7 @@ class FakeWeChat:
         app = web.Application()
         app.router.add_get("/cgi-bin/token", self._token)
         app.router.add_post("/cgi-bin/message/custom/send", self._custom_send)
+        app.router.add_get("/cgi-bin/media/get", self._media_get)
         app.router.add_get("/_fake/messages", self._messages)
         app.router.add_post("/_fake/fail", self._fail)
         app.router.add_post("/_fake/expire_tokens", self._expire)
@@ -74,9 +72,7 @@ class FakeWeChat:
 
     async def _custom_send(self, request: web.Request) -> web.Response:
         if request.query.get("access_token") not in self._tokens:
-            return web.json_response(
-                {"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"}
-            )
+            return web.json_response({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"})
         failure = self._next_failure()
         if failure is not None:
             if failure.status != 200:
@@ -87,6 +83,24 @@ class FakeWeChat:
             return web.json_response({"errcode": 40008, "errmsg": "invalid message type"})
         self.sent.append({**body, "seq": next(self._seq)})
         return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    async def _media_get(self, request: web.Request) -> web.Response:
+        """Any media id starting with "missing" is unknown (40007); others are a tiny JPEG."""
+        if request.query.get("access_token") not in self._tokens:
+            return web.json_response({"errcode": 40001, "errmsg": "invalid credential"})
+        failure = self._next_failure()
+        if failure is not None:
+            return web.Response(status=failure.status if failure.status != 200 else 500, text="upstream error")
+        media_id = request.query.get("media_id", "")
+        if not media_id or media_id.startswith("missing"):
+            return web.json_response({"errcode": 40007, "errmsg": "invalid media_id"})
+        self.media_fetches.append(media_id)
+        body = b"\xff\xd8\xff\xe0FAKEJPEG:" + media_id.encode() + b"\xff\xd9"
+        return web.Response(
+            body=body,
+            content_type="image/jpeg",
+            headers={"Content-Disposition": f'attachment; filename="{media_id}.jpg"'},
+        )
 
     async def _messages(self, request: web.Request) -> web.Response:
         after = int(request.query.get("after", "0"))

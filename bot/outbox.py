@@ -5,16 +5,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from bot.clock import Clock
-from bot.wechat_api import Verdict, WeChatAPI
+from bot.wechat_api import Result, Verdict, WeChatAPI
 from storage import outbox
 from storage.db import SessionFactory, transaction
 
 log = logging.getLogger("gridbot.outbox")
 
 LEASE = timedelta(seconds=60)
+MEDIA_FETCH = "media_fetch"
+_EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/gif": ".gif",
+    "audio/amr": ".amr",
+    "audio/speex": ".speex",
+    "audio/mpeg": ".mp3",
+}
+
+
+def media_path(media_dir: Path, media_id: str, content_type: str) -> Path:
+    """Where a media id's file lives: the id made safe for a file name, plus an extension."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", media_id)[:128]
+    return media_dir / f"{safe}{_EXTENSIONS.get(content_type, '.bin')}"
+
+
 BASE_DELAY = 2.0
 MAX_DELAY = 600.0
 QUOTA_DELAY = 900.0
@@ -34,7 +54,9 @@ class OutboxWorker:
         *,
         poll_seconds: float = 2.0,
         rng: random.Random | None = None,
+        media_dir: Path | None = None,
     ) -> None:
+        self.media_dir = media_dir
         self.factory = factory
         self.api = api
         self.clock = clock
@@ -58,7 +80,7 @@ class OutboxWorker:
                 async with transaction(self.factory) as session:
                     await outbox.release(session, row_id=row.id)
                 continue
-            result = await self.api.send_custom(row.payload, recipient=row.recipient)
+            result = await self._deliver(row.channel, row.recipient, row.payload)
             now = self.clock.now()
             async with transaction(self.factory) as session:
                 if result.verdict is Verdict.SENT:
@@ -69,13 +91,27 @@ class OutboxWorker:
                     log.warning("push parked", extra={"outbox_id": row.id, "error": result.detail})
                     await outbox.mark_parked(session, row_id=row.id, error=result.detail)
                 else:
-                    delay = (
-                        QUOTA_DELAY if result.verdict is Verdict.BACK_OFF else backoff(row.attempts, self.rng)
-                    )
+                    delay = QUOTA_DELAY if result.verdict is Verdict.BACK_OFF else backoff(row.attempts, self.rng)
                     await outbox.mark_retry(
                         session, row_id=row.id, at=now + timedelta(seconds=delay), error=result.detail
                     )
         return len(due)
+
+    async def _deliver(self, channel: str, recipient: str, payload: dict[str, Any]) -> Result:
+        if channel == MEDIA_FETCH:
+            return await self._fetch_media(str(payload["media_id"]))
+        return await self.api.send_custom(payload, recipient=recipient)
+
+    async def _fetch_media(self, media_id: str) -> Result:
+        """Save a resident's photo or voice note before WeChat forgets it (3 days)."""
+        if self.media_dir is None:
+            return Result(Verdict.PARK, "GRIDBOT_MEDIA_DIR is not set")
+        result, body, kind = await self.api.fetch_media(media_id)
+        if result.verdict is Verdict.SENT:
+            path = media_path(self.media_dir, media_id, kind)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(path.write_bytes, body)
+        return result
 
     async def drain(self, max_rounds: int = 100) -> None:
         """Deliver until nothing more is due now (tests and shutdown)."""

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from bot.clock import Clock
+from bot.outbox import MEDIA_FETCH
 from handlers.context import Services
 from handlers.dispatching import text_push
 from handlers.pipeline import handle
@@ -43,9 +44,7 @@ class _Handoff:
 
     abandoned: bool = False  # the webhook gave up waiting: reply through customer service
     committing: bool = False  # processing chose the passive reply and is committing it
-    done: asyncio.Future[str | None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    done: asyncio.Future[str | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class Receiver:
@@ -57,7 +56,9 @@ class Receiver:
         *,
         budget: float,
         on_outbox: Callable[[], None] = lambda: None,
+        fetch_media: bool = False,
     ) -> None:
+        self.fetch_media = fetch_media
         self.factory = factory
         self.services = services
         self.clock = clock
@@ -90,9 +91,7 @@ class Receiver:
         except TimeoutError:
             if not handoff.committing:
                 handoff.abandoned = True
-                log.warning(
-                    "reply budget exceeded; will reply via customer service", extra={"inbound_id": row.id}
-                )
+                log.warning("reply budget exceeded; will reply via customer service", extra={"inbound_id": row.id})
                 return None
         # The passive reply is being committed right now: commits are quick, wait a little more.
         try:
@@ -130,6 +129,15 @@ class Receiver:
                     if handoff is not None:
                         handoff.committing = True
                 await inbound.finish(session, row_id=row_id, reply=reply, mode=mode, case_id=outcome.case_id)
+                if msg.media_id and self.fetch_media:
+                    outbox.enqueue(
+                        session,
+                        channel=MEDIA_FETCH,
+                        recipient=f"media:{msg.media_id}",
+                        now=now,
+                        payload={"media_id": msg.media_id},
+                        case_id=outcome.case_id,
+                    )
             if handoff is not None and mode == PASSIVE and handoff.abandoned:
                 # The webhook stopped waiting while the passive reply was committing: send it anyway.
                 async with transaction(self.factory) as session:

@@ -67,9 +67,7 @@ class WeChatTransport:
         outer = _safe_xml(body)
         if encrypted and self.crypto is not None:
             try:
-                xml = self.crypto.decrypt_message(
-                    body, query.get("msg_signature", ""), query["timestamp"], nonce
-                )
+                xml = self.crypto.decrypt_message(body, query.get("msg_signature", ""), query["timestamp"], nonce)
             except InvalidSignatureException as exc:
                 raise ProtocolError(403, "bad msg_signature") from exc
             except (InvalidAppIdException, ValueError, KeyError, TypeError) as exc:
@@ -101,9 +99,7 @@ class WeChatTransport:
 
     def _check_signature(self, query: dict[str, str]) -> None:
         try:
-            check_signature(
-                self.token, query.get("signature", ""), query.get("timestamp", ""), query.get("nonce", "")
-            )
+            check_signature(self.token, query.get("signature", ""), query.get("timestamp", ""), query.get("nonce", ""))
         except InvalidSignatureException as exc:
             raise ProtocolError(403, "bad signature") from exc
 
@@ -173,9 +169,7 @@ class WeChatSimulator:
     """Plays the WeChat server: builds, signs and (in safe mode) encrypts messages exactly as WeChat
     does, and reads the replies. Used by `gridbot chat`, the tests and the benchmarks."""
 
-    def __init__(
-        self, *, token: str, appid: str, aes_key: str = "", account: str = "gh_gridbot_demo"
-    ) -> None:
+    def __init__(self, *, token: str, appid: str, aes_key: str = "", account: str = "gh_gridbot_demo") -> None:
         self.token = token
         self.account = account
         self.crypto = WeChatCrypto(token, aes_key, appid) if aes_key else None
@@ -202,9 +196,7 @@ class WeChatSimulator:
         ]
         for key, value in fields.items():
             parts.append(
-                f"<{key}>{value}</{key}>"
-                if isinstance(value, int | float)
-                else f"<{key}><![CDATA[{value}]]></{key}>"
+                f"<{key}>{value}</{key}>" if isinstance(value, int | float) else f"<{key}><![CDATA[{value}]]></{key}>"
             )
         if msg_type != "event":
             parts.append(f"<MsgId>{msg_id if msg_id is not None else self.next_msg_id()}</MsgId>")

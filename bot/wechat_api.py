@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -100,6 +101,35 @@ class WeChatAPI:
             if result.verdict is not Verdict.REFRESH_TOKEN:
                 return result
         return Result(Verdict.RETRY, result.detail)
+
+    async def fetch_media(self, media_id: str) -> tuple[Result, bytes, str]:
+        """临时素材: /cgi-bin/media/get. Returns the verdict, the bytes and the content type."""
+        for attempt in range(2):
+            try:
+                token = await self.access_token(force=attempt > 0)
+                params = {"access_token": token, "media_id": media_id}
+                async with self.http.get(self.base + "/cgi-bin/media/get", params=params, timeout=self.timeout) as resp:
+                    resp.raise_for_status()
+                    kind = resp.content_type
+                    body = await resp.read()
+            except TokenError as exc:
+                return Result(Verdict.RETRY, f"token: {exc}"), b"", ""
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                return Result(Verdict.RETRY, f"{type(exc).__name__}: {exc}"[:200]), b"", ""
+            if kind not in ("application/json", "text/plain"):
+                return Result(Verdict.SENT), body, kind
+            try:
+                data = json.loads(body)
+            except ValueError:
+                return Result(Verdict.SENT), body, kind
+            result = classify(int(data.get("errcode", -1)), str(data.get("errmsg", "")))
+            if result.verdict is not Verdict.REFRESH_TOKEN:
+                return (
+                    (result if result.verdict is not Verdict.SENT else Result(Verdict.PARK, "empty")),
+                    b"",
+                    "",
+                )
+        return Result(Verdict.RETRY, result.detail), b"", ""
 
     async def _get_json(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from handlers.categories import Catalog
+from handlers.classify import Classifier
 from handlers.places import GridIndex
 
 
@@ -13,11 +13,18 @@ from handlers.places import GridIndex
 class Services:
     """Long-lived collaborators, built once by the app factory."""
 
-    catalog: Catalog
+    classifier: Classifier
     grids: GridIndex
     zone: ZoneInfo
     office_name: str = "网格服务号"
     place_window_minutes: int = 30
+    # Below this classifier confidence the leader is asked to confirm the category.
+    confirm_below: float = 0.5
+    # Messages from one resident this close together are one report (text + photo + pin).
+    merge_window_minutes: int = 5
+    # A new report this close to an open one (same category, same grid) repeats it.
+    duplicate_radius_m: float = 200.0
+    duplicate_window_hours: int = 72
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""派遣: routing a case to the leader responsible for its grid, and telling them."""
+"""派遣: routing a case to the leader responsible for its grid, and telling the people concerned."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from handlers import messages as m
 from handlers.context import Services
 from handlers.places import GridRef
-from storage import grids, outbox
-from storage.cases import transition
-from storage.lifecycle import Action, Role
-from storage.models import Case, Staff
+from handlers.text import mask_phone, mask_phones_in
+from storage import cases, grids, outbox
+from storage.lifecycle import Action, Role, Status
+from storage.models import Case, Resident, Staff
 
 
 def text_push(content: str) -> dict[str, Any]:
@@ -28,46 +28,82 @@ def place_of(case: Case) -> str:
 async def route_case(
     session: AsyncSession, *, case: Case, grid: GridRef, services: Services, now: datetime
 ) -> Staff | None:
-    """Put the case on `grid` and dispatch it to the grid's leader, or the nearest one above."""
+    """Put the case on `grid` and (re)dispatch it to the grid's leader, or the nearest one above.
+
+    A new case is dispatched (派遣); one dispatched but not yet accepted moves (改派) and its previous
+    leader is told. Returns the leader, or None when nobody up the hierarchy leads."""
     node = await grids.get_node(session, grid.id)
     assert node is not None
+    previous = await session.get(Staff, case.assignee_id) if case.assignee_id else None
     case.grid_id = node.id
     leader = await grids.leader_for(session, node)
     if leader is None:
         session.add(case)
         return None
+    if previous is not None and previous.id == leader.id:
+        session.add(case)
+        return leader  # same leader: nothing to move
     case.assignee_id = leader.id
-    await transition(
+    action = Action.DISPATCH if case.status == Status.NEW else Action.REROUTE
+    await cases.transition(
         session,
         case=case,
-        action=Action.DISPATCH,
+        action=action,
         role=Role.SYSTEM,
         now=now,
         actor_kind="system",
         note=f"派给{grid.name} {leader.name}",
     )
-    await notify_staff(session, staff=leader, case=case, services=services, now=now)
+    reporter = await session.get(Resident, case.resident_id) if case.resident_id else None
+    await notify_staff(
+        session,
+        staff=leader,
+        case=case,
+        services=services,
+        now=now,
+        phone=reporter.phone if reporter else None,
+    )
+    if previous is not None and previous.wechat_openid:
+        outbox.enqueue(
+            session,
+            recipient=previous.wechat_openid,
+            now=now,
+            case_id=case.id,
+            payload=text_push(m.PUSH_REROUTED.format(number=case.number, grid=grid.name)),
+        )
     return leader
 
 
 async def notify_staff(
-    session: AsyncSession, *, staff: Staff, case: Case, services: Services, now: datetime
+    session: AsyncSession,
+    *,
+    staff: Staff,
+    case: Case,
+    services: Services,
+    now: datetime,
+    phone: str | None = None,
 ) -> None:
+    """The case card. Phone numbers are masked: staff call through the platform, not from a push."""
     if not staff.wechat_openid:
         return  # WeCom-only staff are reached through the WeCom channel (a later issue)
-    grid_name = services.grids.refs[case.grid_id].name if case.grid_id in services.grids.refs else "—"
+    ref = services.grids.refs.get(case.grid_id) if case.grid_id is not None else None
+    if case.confidence < services.confirm_below:
+        category = m.CATEGORY_TO_CONFIRM.format(category=case.category, number=case.number)
+    else:
+        category = case.category
     content = m.PUSH_NEW_CASE.format(
         urgent=m.URGENT_FLAG if case.urgent else "",
         number=case.number,
-        category=case.category,
+        category=category,
         place=place_of(case),
-        grid=grid_name,
-        description=case.description,
+        grid=ref.name if ref else "—",
+        description=mask_phones_in(case.description),
+        contact=m.CONTACT_LINE.format(phone=mask_phone(phone)) if phone else "",
     )
-    outbox.enqueue(
-        session, recipient=staff.wechat_openid, payload=text_push(content), now=now, case_id=case.id
-    )
+    outbox.enqueue(session, recipient=staff.wechat_openid, payload=text_push(content), now=now, case_id=case.id)
 
 
-def notify_resident(session: AsyncSession, *, openid: str, case: Case, content: str, now: datetime) -> None:
-    outbox.enqueue(session, recipient=openid, payload=text_push(content), now=now, case_id=case.id)
+async def notify_residents(session: AsyncSession, *, case: Case, content: str, now: datetime) -> None:
+    """Tell the reporter and everyone who reported the same problem again."""
+    for resident in await cases.audience(session, case):
+        outbox.enqueue(session, recipient=resident.openid, payload=text_push(content), now=now, case_id=case.id)

@@ -9,12 +9,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from handlers import messages as m
 from handlers.commands import Command, parse_command
 from handlers.context import Services
-from handlers.dispatching import notify_resident, place_of
+from handlers.dispatching import notify_residents, place_of
 from handlers.routing import Filter, Router
 from handlers.types import Inbound
 from storage import cases, grids
-from storage.lifecycle import Action, IllegalTransition, Role, Status
-from storage.models import Case, Resident, Staff
+from storage.lifecycle import OPEN_STATUSES, Action, IllegalTransition, Role, Status
+from storage.models import Case, Staff
 
 router = Router("leader")
 
@@ -38,21 +38,17 @@ async def accept(msg: Inbound, staff: Staff, session: AsyncSession, services: Se
     if illegal:
         return illegal
     case.assignee_id = staff.id
-    await _tell_resident(
+    await notify_residents(
         session,
-        case,
-        m.PUSH_ACCEPTED.format(
-            number=case.number, grid=_grid_name(services, staff.grid_id), leader=staff.name
-        ),
-        now,
+        case=case,
+        now=now,
+        content=m.PUSH_ACCEPTED.format(number=case.number, grid=_grid_name(services, staff.grid_id), leader=staff.name),
     )
     return m.ACCEPTED.format(number=case.number, category=case.category, place=place_of(case))
 
 
 @router.message(_verb("办结"))
-async def resolve(
-    msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime
-) -> str:
+async def resolve(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     cmd = parse_command(msg.text or "")
     assert cmd is not None
     case, refusal = await _target(
@@ -66,8 +62,39 @@ async def resolve(
     if illegal:
         return illegal
     case.assignee_id = case.assignee_id or staff.id
-    await _tell_resident(session, case, m.PUSH_RESOLVED.format(number=case.number, note=cmd.note), now)
+    await notify_residents(
+        session, case=case, now=now, content=m.PUSH_RESOLVED.format(number=case.number, note=cmd.note)
+    )
     return m.RESOLVED.format(number=case.number)
+
+
+@router.message(_verb("改类"))
+async def reclassify(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
+    """改类: the leader corrects the category; the text and the right answer become a training example."""
+    cmd = parse_command(msg.text or "")
+    assert cmd is not None
+    names = services.classifier.category_names()
+    if cmd.note not in names:
+        return m.RECLASSIFY_USAGE.format(categories="、".join(names))
+    case, refusal = await _target(session, staff, cmd, services, candidates=OPEN_STATUSES)
+    if case is None:
+        return refusal
+    before = case.category
+    case.category, case.confidence, case.updated_at = cmd.note, 1.0, now
+    session.add(case)
+    await cases.add_event(
+        session,
+        case=case,
+        action=Action.RECLASSIFY,
+        actor_kind="staff",
+        actor_id=staff.id,
+        now=now,
+        note=f"{before} → {cmd.note}",
+    )
+    cases.record_example(
+        session, text=case.description, category=cmd.note, source="correction", now=now, case_id=case.id
+    )
+    return m.RECLASSIFIED.format(number=case.number, before=before, after=cmd.note)
 
 
 @router.message(_verb("我的工单"))
@@ -129,9 +156,7 @@ async def _target(
     if case is None:
         return None, m.CASE_NOT_FOUND.format(number=cmd.number)
     if not await may_act(session, staff, case):
-        return None, m.NOT_YOURS.format(
-            number=case.number, grid=_grid_name(services, case.grid_id), verb=cmd.verb
-        )
+        return None, m.NOT_YOURS.format(number=case.number, grid=_grid_name(services, case.grid_id), verb=cmd.verb)
     return case, ""
 
 
@@ -143,14 +168,6 @@ async def may_act(session: AsyncSession, staff: Staff, case: Case) -> bool:
         return False
     node = await grids.get_node(session, case.grid_id)
     return node is not None and staff.grid_id in grids.ancestor_ids(node)
-
-
-async def _tell_resident(session: AsyncSession, case: Case, content: str, now: datetime) -> None:
-    if case.resident_id is None:
-        return
-    resident = await session.get(Resident, case.resident_id)
-    if resident is not None:
-        notify_resident(session, openid=resident.openid, case=case, content=content, now=now)
 
 
 def _grid_name(services: Services, grid_id: int | None) -> str:

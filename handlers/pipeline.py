@@ -18,9 +18,7 @@ staff_dispatcher = Dispatcher(leader.router)
 resident_dispatcher = Dispatcher(resident.router, intake.router)
 
 
-async def handle(
-    session: AsyncSession, msg: Inbound, services: Services, now: datetime
-) -> tuple[str | None, Outcome]:
+async def handle(session: AsyncSession, msg: Inbound, services: Services, now: datetime) -> tuple[str | None, Outcome]:
     """The passive reply (None: nothing to say) and what the message did."""
     outcome = Outcome()
     context: dict[str, object] = {

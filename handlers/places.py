@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from shapely.geometry import Point, Polygon
 from shapely.prepared import PreparedGeometry, prep
 
+from handlers.text import canonical_place, place_variants
+from storage.grids import GridFile, NodeSpec
 from storage.models import GridNode
 
 
@@ -30,9 +32,7 @@ class GridIndex:
 
     def __init__(self, nodes: list[GridNode]) -> None:
         self.refs = {
-            n.id: GridRef(n.id, n.code, n.name, n.level, n.path.count("/") - 2)
-            for n in nodes
-            if n.id is not None
+            n.id: GridRef(n.id, n.code, n.name, n.level, n.path.count("/") - 2) for n in nodes if n.id is not None
         }
         self._shapes: list[tuple[GridRef, PreparedGeometry]] = []
         self._phrases: list[tuple[str, GridRef]] = []
@@ -42,8 +42,8 @@ class GridIndex:
             ref = self.refs[n.id]
             if n.polygon:
                 self._shapes.append((ref, prep(Polygon([(lng, lat) for lng, lat in n.polygon]))))
-            for phrase in {n.name, *n.aliases, *n.landmarks}:
-                if phrase:
+            for name in {n.name, *n.aliases, *n.landmarks}:
+                for phrase in place_variants(name) if name else ():
                     self._phrases.append((phrase, ref))
         # Deepest first: a pin inside a 网格 is also inside its 社区 and 街道.
         self._shapes.sort(key=lambda item: -item[0].depth)
@@ -59,11 +59,36 @@ class GridIndex:
         return None
 
     def locate_text(self, text: str) -> TextMatch | None:
-        """The grid named by the longest landmark, alias or name found in the text."""
+        """The grid named by the longest landmark, alias or name found in the text (buildings in any
+        of the usual spellings: 三号楼, 3栋, 3#楼 …)."""
+        text = canonical_place(text)
         for phrase, ref in self._phrases:
             if phrase in text:
                 return TextMatch(ref, phrase)
         return None
+
+    @classmethod
+    def from_file(cls, grid: GridFile) -> GridIndex:
+        """An index straight from a grid file, without a database (`gridbot parse --grid`)."""
+        nodes: list[GridNode] = []
+
+        def walk(specs: list[NodeSpec], parent_path: str) -> None:
+            for spec in specs:
+                node = GridNode(
+                    id=len(nodes) + 1,
+                    code=spec.code,
+                    name=spec.name,
+                    level=spec.level,
+                    aliases=spec.aliases,
+                    landmarks=spec.landmarks,
+                    polygon=[list(p) for p in spec.polygon] if spec.polygon else None,
+                )
+                node.path = f"{parent_path}{node.id}/"
+                nodes.append(node)
+                walk(spec.children, node.path)
+
+        walk(grid.nodes, "/")
+        return cls(nodes)
 
     def root(self) -> GridRef | None:
         roots = [r for r in self.refs.values() if r.depth == 0]

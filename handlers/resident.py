@@ -6,6 +6,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from handlers import messages as m
 from handlers.commands import find_case_number, normalise
+from handlers.context import Services
 from handlers.dispatching import place_of
 from handlers.routing import Router
 from handlers.types import Inbound
@@ -33,19 +34,31 @@ async def on_staff_verb(msg: Inbound) -> str:
 
 
 @router.message(_query)
-async def on_query(msg: Inbound, resident: Resident, session: AsyncSession) -> str:
+async def on_query(msg: Inbound, resident: Resident, session: AsyncSession, services: Services) -> str:
+    """查询: the resident's open cases, or one case's status and timeline."""
     number = find_case_number(msg.text or "")
-    if number is not None:
-        case = await cases.case_by_number(session, number)
-        if case is None or case.resident_id != resident.id:
-            return m.RESIDENT_CASE_NOT_FOUND.format(number=number)
-        mine = [case]
-    else:
-        mine = await cases.cases_of_resident(session, resident_id=resident.id or 0, limit=10)
-    if not mine:
-        return m.RESIDENT_NO_CASES
+    if number is None:
+        mine = await cases.open_cases_for_resident(session, resident_id=resident.id or 0)
+        if not mine:
+            return m.RESIDENT_NO_CASES
+        lines = [
+            m.RESIDENT_CASE_LINE.format(number=c.number, category=c.category, status=c.status, place=place_of(c))
+            for c in mine
+        ]
+        return "\n".join([m.RESIDENT_CASES_HEADER, *lines, m.RESIDENT_CASES_FOOTER])
+    case = await cases.case_by_number(session, number)
+    if case is not None and case.duplicate_of_id is not None and case.resident_id == resident.id:
+        case = await cases.get_case(session, case.duplicate_of_id)  # a repeat report: show the original
+    if case is None or resident.id not in {r.id for r in await cases.audience(session, case)}:
+        return m.RESIDENT_CASE_NOT_FOUND.format(number=number)
     lines = [
-        m.RESIDENT_CASE_LINE.format(number=c.number, category=c.category, status=c.status, place=place_of(c))
-        for c in mine
+        m.RESIDENT_TIMELINE_HEADER.format(
+            number=case.number, category=case.category, status=case.status, place=place_of(case)
+        )
     ]
-    return "\n".join([m.RESIDENT_CASES_HEADER, *lines])
+    for e in await cases.timeline(session, case.id or 0):
+        # Staff and system steps are shown with their note; residents' own words stay private.
+        note = f"：{e.note[:60]}" if e.note and e.actor_kind != "resident" else ""
+        at = e.at.astimezone(services.zone).strftime("%m-%d %H:%M")
+        lines.append(m.RESIDENT_TIMELINE_LINE.format(at=at, action=e.action, note=note))
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.lifecycle import OPEN_STATUSES, Action, Role, Status, next_status
-from storage.models import Case, CaseCounter, CaseEvent, Resident
+from storage.models import Case, CaseCounter, CaseEvent, CaseFollower, LabelledExample, Resident
 
 
 async def next_case_number(session: AsyncSession, *, now: datetime, zone: tzinfo) -> str:
@@ -56,13 +56,19 @@ async def create_case(
     place_text: str | None = None,
     lat: float | None = None,
     lon: float | None = None,
+    confidence: float = 1.0,
+    status: Status = Status.NEW,
+    duplicate_of: Case | None = None,
 ) -> Case:
     case = Case(
+        confidence=confidence,
+        duplicate_of_id=duplicate_of.id if duplicate_of else None,
+        grid_id=duplicate_of.grid_id if duplicate_of else None,
         number=number,
         category=category,
         description=description,
         urgent=urgent,
-        status=Status.NEW,
+        status=status,
         resident_id=resident.id,
         place_text=place_text,
         lat=lat,
@@ -80,7 +86,7 @@ async def create_case(
         actor_id=resident.id,
         now=now,
         note=description,
-        to_status=Status.NEW,
+        to_status=status,
     )
     return case
 
@@ -170,6 +176,21 @@ async def open_cases_of_assignee(
     return list((await session.exec(stmt)).all())
 
 
+async def open_cases_for_resident(session: AsyncSession, *, resident_id: int) -> list[Case]:
+    """Open cases the resident reported, or follows because they reported them again; newest first."""
+    followed = select(CaseFollower.case_id).where(CaseFollower.resident_id == resident_id)
+    stmt = (
+        select(Case)
+        .where(
+            col(Case.status).in_(list(OPEN_STATUSES)),
+            (col(Case.resident_id) == resident_id) | col(Case.id).in_(followed),
+        )
+        .order_by(col(Case.created_at).desc(), col(Case.id).desc())
+        .limit(20)
+    )
+    return list((await session.exec(stmt)).all())
+
+
 async def cases_of_resident(session: AsyncSession, *, resident_id: int, limit: int = 10) -> list[Case]:
     stmt = (
         select(Case)
@@ -181,12 +202,13 @@ async def cases_of_resident(session: AsyncSession, *, resident_id: int, limit: i
 
 
 async def latest_case_of_resident(session: AsyncSession, *, resident_id: int, since: datetime) -> Case | None:
+    """The resident's newest case reported since `since` that is still open (repeat reports included)."""
     stmt = (
         select(Case)
         .where(
             Case.resident_id == resident_id,
             col(Case.created_at) >= since,
-            col(Case.status).in_(list(OPEN_STATUSES)),
+            col(Case.status).in_([*OPEN_STATUSES, Status.DUPLICATE]),
         )
         .order_by(col(Case.created_at).desc(), col(Case.id).desc())
         .limit(1)
@@ -218,11 +240,51 @@ async def claim_unplaced(session: AsyncSession, *, case_id: int, now: datetime) 
 
 
 async def timeline(session: AsyncSession, case_id: int) -> list[CaseEvent]:
-    stmt = (
-        select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(col(CaseEvent.at), col(CaseEvent.id))
-    )
+    stmt = select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(col(CaseEvent.at), col(CaseEvent.id))
     return list((await session.exec(stmt)).all())
 
 
 def window_start(now: datetime, minutes: int) -> datetime:
     return now - timedelta(minutes=minutes)
+
+
+async def open_cases_in_grid(session: AsyncSession, *, grid_id: int, category: str, since: datetime) -> list[Case]:
+    """Open cases of one category in one grid reported since `since`, newest first (duplicate search)."""
+    stmt = (
+        select(Case)
+        .where(
+            Case.grid_id == grid_id,
+            Case.category == category,
+            col(Case.status).in_(list(OPEN_STATUSES)),
+            col(Case.created_at) >= since,
+        )
+        .order_by(col(Case.created_at).desc())
+        .limit(50)
+    )
+    return list((await session.exec(stmt)).all())
+
+
+async def follow(session: AsyncSession, *, case: Case, resident: Resident, now: datetime) -> None:
+    """The resident gets the updates of `case` from now on (once, however often they report it)."""
+    assert case.id is not None and resident.id is not None
+    if await session.get(CaseFollower, (case.id, resident.id)) is None:
+        session.add(CaseFollower(case_id=case.id, resident_id=resident.id, since=now))
+
+
+async def audience(session: AsyncSession, case: Case) -> list[Resident]:
+    """Everyone to tell about `case`: its reporter and the residents who reported it again."""
+    stmt = (
+        select(Resident)
+        .join(CaseFollower, col(CaseFollower.resident_id) == col(Resident.id))
+        .where(CaseFollower.case_id == case.id)
+        .order_by(col(Resident.id))
+    )
+    followers = list((await session.exec(stmt)).all())
+    reporter = await session.get(Resident, case.resident_id) if case.resident_id else None
+    return ([reporter] if reporter else []) + [r for r in followers if reporter is None or r.id != reporter.id]
+
+
+def record_example(
+    session: AsyncSession, *, text: str, category: str, source: str, now: datetime, case_id: int | None = None
+) -> None:
+    session.add(LabelledExample(text=text, category=category, source=source, case_id=case_id, created_at=now))

@@ -40,9 +40,7 @@ async def claim(session: AsyncSession, *, row_id: int, now: datetime) -> bool:
     return bool(result.rowcount == 1)
 
 
-async def finish(
-    session: AsyncSession, *, row_id: int, reply: str | None, mode: str, case_id: int | None
-) -> None:
+async def finish(session: AsyncSession, *, row_id: int, reply: str | None, mode: str, case_id: int | None) -> None:
     stmt = (
         update(InboundMessage)
         .where(col(InboundMessage.id) == row_id)
@@ -52,11 +50,7 @@ async def finish(
 
 
 async def mark_failed(session: AsyncSession, *, row_id: int, now: datetime) -> None:
-    stmt = (
-        update(InboundMessage)
-        .where(col(InboundMessage.id) == row_id)
-        .values(status="failed", processed_at=now)
-    )
+    stmt = update(InboundMessage).where(col(InboundMessage.id) == row_id).values(status="failed", processed_at=now)
     await session.exec(stmt)  # type: ignore[call-overload]
 
 

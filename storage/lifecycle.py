@@ -15,6 +15,7 @@ class Status(StrEnum):
     DISPATCHED = "已派遣"  # routed to a leader, not yet accepted
     ACCEPTED = "已接单"
     RESOLVED = "已办结"
+    DUPLICATE = "重复"  # born linked to an open case that reports the same problem; closed at birth
 
 
 class Action(StrEnum):
@@ -24,6 +25,10 @@ class Action(StrEnum):
     RESOLVE = "办结"
     LOCATE = "补充位置"
     ATTACH = "补充材料"
+    SUPPLEMENT = "补充说明"
+    REROUTE = "改派"  # the place turned out to be another grid's (a pin, or an urgent case's place)
+    RECLASSIFY = "改类"  # a leader corrects the category (no change of status)
+    REPEAT = "重复反映"  # another resident reported the same problem
 
 
 class Role(StrEnum):
@@ -39,6 +44,8 @@ class Rule:
 
 TRANSITIONS: dict[tuple[Status, Action], Rule] = {
     (Status.NEW, Action.DISPATCH): Rule(Status.DISPATCHED, frozenset({Role.SYSTEM})),
+    # Not yet accepted, and the place says it belongs to another grid: move it there.
+    (Status.DISPATCHED, Action.REROUTE): Rule(Status.DISPATCHED, frozenset({Role.SYSTEM})),
     (Status.DISPATCHED, Action.ACCEPT): Rule(Status.ACCEPTED, frozenset({Role.LEADER})),
     # A leader who fixes the problem straight away may resolve without a separate 接单.
     (Status.DISPATCHED, Action.RESOLVE): Rule(Status.RESOLVED, frozenset({Role.LEADER})),

@@ -75,6 +75,10 @@ class Case(SQLModel, table=True):
     lon: float | None = None
     grid_id: int | None = Field(default=None, foreign_key="grid_node.id", index=True)
     urgent: bool = False
+    # How sure the classifier was of `category` (1.0 when a person set it).
+    confidence: float = 1.0
+    # 重复: this report repeats an open case; the resident follows that case instead.
+    duplicate_of_id: int | None = Field(default=None, foreign_key="cases.id", index=True)
     status: str = Field(max_length=20, index=True)
     resident_id: int | None = Field(default=None, foreign_key="resident.id", index=True)
     assignee_id: int | None = Field(default=None, foreign_key="staff.id", index=True)
@@ -83,6 +87,27 @@ class Case(SQLModel, table=True):
     dispatched_at: datetime | None = _utc(default=None)
     accepted_at: datetime | None = _utc(default=None)
     resolved_at: datetime | None = _utc(default=None)
+
+
+class CaseFollower(SQLModel, table=True):
+    """A resident who reported the same problem again, and gets the same updates."""
+
+    __tablename__ = "case_follower"
+    case_id: int = Field(foreign_key="cases.id", primary_key=True)
+    resident_id: int = Field(foreign_key="resident.id", primary_key=True)
+    since: datetime = _utc()
+
+
+class LabelledExample(SQLModel, table=True):
+    """A text with its right category: a leader's correction, for the next `gridbot train`."""
+
+    __tablename__ = "labelled_example"
+    id: int | None = Field(default=None, primary_key=True)
+    text: str = Field(sa_type=Text)
+    category: str = Field(max_length=50)
+    source: str = Field(max_length=20)  # correction | import
+    case_id: int | None = Field(default=None, index=True)
+    created_at: datetime = _utc()
 
 
 class CaseEvent(SQLModel, table=True):
@@ -150,4 +175,15 @@ class CaseCounter(SQLModel, table=True):
     last: int = 0
 
 
-ALL_TABLES = [GridNode, Staff, Resident, Case, CaseEvent, InboundMessage, OutboxMessage, CaseCounter]
+ALL_TABLES = [
+    GridNode,
+    Staff,
+    Resident,
+    Case,
+    CaseFollower,
+    LabelledExample,
+    CaseEvent,
+    InboundMessage,
+    OutboxMessage,
+    CaseCounter,
+]

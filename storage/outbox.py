@@ -34,9 +34,7 @@ def enqueue(
     return row
 
 
-async def claim_due(
-    session: AsyncSession, *, now: datetime, lease: timedelta, limit: int = 50
-) -> list[OutboxMessage]:
+async def claim_due(session: AsyncSession, *, now: datetime, lease: timedelta, limit: int = 50) -> list[OutboxMessage]:
     """Lease the due messages, oldest first, skipping any recipient with an older one still pending
     (so one person's messages arrive in the order they were written)."""
     earlier = aliased(OutboxMessage)
@@ -74,9 +72,7 @@ async def claim_due(
 
 
 async def mark_sent(session: AsyncSession, *, row_id: int, now: datetime) -> None:
-    await _set(
-        session, row_id, status="sent", sent_at=now, claimed_until=None, attempts=OutboxMessage.attempts + 1
-    )
+    await _set(session, row_id, status="sent", sent_at=now, claimed_until=None, attempts=OutboxMessage.attempts + 1)
 
 
 async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error: str) -> None:

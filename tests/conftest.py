@@ -147,9 +147,7 @@ class WeChat:
         return self.client.server.app
 
     def xml(self, sender: str, msg_type: str, fields: dict[str, Any], msg_id: int | None = None) -> str:
-        return self.sim.xml(
-            sender, msg_type, fields, create_time=int(self.clock.now().timestamp()), msg_id=msg_id
-        )
+        return self.sim.xml(sender, msg_type, fields, create_time=int(self.clock.now().timestamp()), msg_id=msg_id)
 
     async def post(self, xml: str, *, mode: str = "auto") -> tuple[int, str]:
         query, body = self.sim.sign(xml, timestamp=int(self.clock.now().timestamp()), mode=mode)

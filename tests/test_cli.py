@@ -31,9 +31,7 @@ def _run(args: list[str], env: dict[str, str], **kw: object) -> subprocess.Compl
         ("GRIDBOT_WECHAT_API_BASE", "api.weixin.qq.com"),
     ],
 )
-def test_bad_configuration_fails_with_one_line_naming_the_variable(
-    var: str, value: str, tmp_path: Path
-) -> None:
+def test_bad_configuration_fails_with_one_line_naming_the_variable(var: str, value: str, tmp_path: Path) -> None:
     result = _run(["serve"], {var: value}, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -63,9 +61,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize(
-    "aes_key", ["", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"], ids=["plain", "safe"]
-)
+@pytest.mark.parametrize("aes_key", ["", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"], ids=["plain", "safe"])
 def test_demo_and_chat_walk_through_the_loop(tmp_path: Path, aes_key: str) -> None:
     port, fake_port = _free_port(), _free_port()
     env = {
@@ -113,9 +109,7 @@ def test_demo_and_chat_walk_through_the_loop(tmp_path: Path, aes_key: str) -> No
 
 
 def test_serve_refuses_the_demo_credentials_against_real_wechat(tmp_path: Path) -> None:
-    result = _run(
-        ["serve"], {"GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/s.sqlite3"}, cwd=tmp_path
-    )
+    result = _run(["serve"], {"GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/s.sqlite3"}, cwd=tmp_path)
     assert result.returncode == 2 and "GRIDBOT_WECHAT_TOKEN" in result.stderr.strip()
 
 

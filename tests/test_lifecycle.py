@@ -11,6 +11,7 @@ from storage.lifecycle import TRANSITIONS, Action, IllegalTransition, Role, Stat
     ("status", "action", "role", "expected"),
     [
         (Status.NEW, Action.DISPATCH, Role.SYSTEM, Status.DISPATCHED),
+        (Status.DISPATCHED, Action.REROUTE, Role.SYSTEM, Status.DISPATCHED),
         (Status.DISPATCHED, Action.ACCEPT, Role.LEADER, Status.ACCEPTED),
         (Status.DISPATCHED, Action.RESOLVE, Role.LEADER, Status.RESOLVED),
         (Status.ACCEPTED, Action.RESOLVE, Role.LEADER, Status.RESOLVED),
@@ -21,7 +22,7 @@ def test_allowed_transition(status: Status, action: Action, role: Role, expected
 
 
 def test_table_has_exactly_the_tested_rows() -> None:
-    assert len(TRANSITIONS) == 4
+    assert len(TRANSITIONS) == 5
 
 
 @pytest.mark.parametrize(

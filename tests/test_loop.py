@@ -50,11 +50,7 @@ async def test_missing_place_is_asked_for_and_a_pin_routes_the_same_case(wechat:
     reply = await wechat.location(RESIDENT, *INSIDE_HP01, label="幸福里小区南门")
     assert reply is not None and case.number in reply and "和平里第一网格" in reply
     [case] = await wechat.cases()
-    assert (
-        case.status == Status.DISPATCHED
-        and case.lat == INSIDE_HP01[0]
-        and case.place_text == "幸福里小区南门"
-    )
+    assert case.status == Status.DISPATCHED and case.lat == INSIDE_HP01[0] and case.place_text == "幸福里小区南门"
     await wechat.deliver()
     assert len(wechat.pushes_to(LEADER_HP01)) == 1
 
@@ -181,9 +177,7 @@ async def test_case_whose_place_never_comes_goes_to_the_street_level(wechat: WeC
     await wechat.text(RESIDENT, "路灯不亮了")
     services = wechat.app[SERVICES]
     async with transaction(wechat.app[FACTORY]) as session:
-        assert (
-            await dispatch_unplaced(session, services=services, now=wechat.clock.now()) == 0
-        )  # still waiting
+        assert await dispatch_unplaced(session, services=services, now=wechat.clock.now()) == 0  # still waiting
     wechat.clock.advance(minutes=31)
     async with transaction(wechat.app[FACTORY]) as session:
         assert await dispatch_unplaced(session, services=services, now=wechat.clock.now()) == 1

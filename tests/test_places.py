@@ -5,37 +5,14 @@ from __future__ import annotations
 import pytest
 
 from bot.config import DEFAULT_CATEGORIES_FILE, DEMO_GRID_FILE
-from handlers.categories import Catalog
+from handlers.classify import KeywordTable as Catalog
 from handlers.places import GridIndex
-from storage.grids import GridFile, read_grid_file
-from storage.models import GridNode
-
-
-def _index(grid: GridFile) -> GridIndex:
-    nodes: list[GridNode] = []
-
-    def walk(specs: list, parent_path: str) -> None:  # type: ignore[type-arg]
-        for spec in specs:
-            node = GridNode(
-                id=len(nodes) + 1,
-                code=spec.code,
-                name=spec.name,
-                level=spec.level,
-                aliases=spec.aliases,
-                landmarks=spec.landmarks,
-                polygon=[list(p) for p in spec.polygon] if spec.polygon else None,
-            )
-            node.path = f"{parent_path}{node.id}/"
-            nodes.append(node)
-            walk(spec.children, node.path)
-
-    walk(grid.nodes, "/")
-    return GridIndex(nodes)
+from storage.grids import read_grid_file
 
 
 @pytest.fixture(scope="module")
 def index() -> GridIndex:
-    return _index(read_grid_file(DEMO_GRID_FILE))
+    return GridIndex.from_file(read_grid_file(DEMO_GRID_FILE))
 
 
 @pytest.mark.parametrize(

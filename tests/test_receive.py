@@ -67,9 +67,7 @@ async def test_slow_answer_becomes_success_then_a_customer_service_message(
 
 async def test_message_acknowledged_before_a_crash_is_processed_on_recovery(wechat: WeChat) -> None:
     """Simulates a process killed right after storing (and acknowledging) a message."""
-    msg = Inbound(
-        channel="wechat", sender=RESIDENT, kind="text", created_at=wechat.clock.now(), msg_id=7, text=REPORT
-    )
+    msg = Inbound(channel="wechat", sender=RESIDENT, kind="text", created_at=wechat.clock.now(), msg_id=7, text=REPORT)
     async with transaction(wechat.app[FACTORY]) as session:
         session.add(
             inbound.new_row(

@@ -47,9 +47,7 @@ class TestEncryptedModes:
         assert status == 200 and "<Encrypt>" in body
         assert "已受理" in (wechat.sim.read_reply(body) or "")
 
-    async def test_plaintext_still_accepted_when_the_account_is_switched_to_plain(
-        self, wechat: WeChat
-    ) -> None:
+    async def test_plaintext_still_accepted_when_the_account_is_switched_to_plain(self, wechat: WeChat) -> None:
         status, body = await wechat.post(wechat.xml(RESIDENT, "text", {"Content": REPORT}), mode="plain")
         assert status == 200 and "已受理" in body
 
@@ -69,9 +67,7 @@ class TestEncryptedModes:
         from tests.conftest import TOKEN
 
         other = WeChatSimulator(token=TOKEN, appid="wxotherappid000000", aes_key=AES_KEY)
-        xml = other.xml(
-            RESIDENT, "text", {"Content": REPORT}, create_time=int(wechat.clock.now().timestamp())
-        )
+        xml = other.xml(RESIDENT, "text", {"Content": REPORT}, create_time=int(wechat.clock.now().timestamp()))
         query, body = other.sign(xml, timestamp=int(wechat.clock.now().timestamp()), mode="safe")
         resp = await wechat.client.post("/wechat", params=query, data=body)
         assert resp.status == 400
@@ -139,9 +135,7 @@ async def test_body_over_64_kib_is_refused(wechat: WeChat) -> None:
 async def test_xml_bomb_is_rejected_without_expansion(wechat: WeChat) -> None:
     bomb = (
         '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-        + "".join(
-            f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10)
-        )
+        + "".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">' for i in range(1, 10))
         + "]><xml><ToUserName>gh</ToUserName><FromUserName>o_x</FromUserName><CreateTime>1</CreateTime>"
         "<MsgType>text</MsgType><Content>&lol9;</Content><MsgId>1</MsgId></xml>"
     )
@@ -160,9 +154,7 @@ async def test_external_entity_is_rejected(wechat: WeChat) -> None:
     assert status == 400
 
 
-@pytest.mark.parametrize(
-    "body", ["not xml at all", "<xml>abc</xml>", "<xml><MsgType>text</MsgType></xml>", ""]
-)
+@pytest.mark.parametrize("body", ["not xml at all", "<xml>abc</xml>", "<xml><MsgType>text</MsgType></xml>", ""])
 async def test_malformed_bodies_get_400_not_500(wechat: WeChat, body: str) -> None:
     status, _ = await wechat.post(body, mode="plain")
     assert status == 400
@@ -208,9 +200,7 @@ async def test_unknown_kind_gets_a_polite_reply(wechat: WeChat) -> None:
 
 
 async def test_link_gets_a_polite_reply(wechat: WeChat) -> None:
-    reply = await wechat.send(
-        wechat.xml(RESIDENT, "link", {"Title": "t", "Description": "d", "Url": "http://x"})
-    )
+    reply = await wechat.send(wechat.xml(RESIDENT, "link", {"Title": "t", "Description": "d", "Url": "http://x"}))
     assert reply is not None and "暂不支持链接" in reply
 
 
