@@ -35,6 +35,19 @@ def main(argv: list[str] | None = None) -> int:
         help="the local fake WeChat API whose pushes to show (loopback only)",
     )
     chat.add_argument("--as", dest="identity", default="o_demo_resident_1", help="openid to start as")
+    parse = sub.add_parser("parse", help="classify messages from stdin (text or JSON lines) to JSON lines")
+    parse.add_argument("--categories", type=Path, help="category table (default GRIDBOT_CATEGORIES_FILE)")
+    parse.add_argument("--model", type=Path, help="trained model (default GRIDBOT_MODEL_FILE)")
+    parse.add_argument("--grid", type=Path, help="grid file (default GRIDBOT_GRID_FILE, else the demo)")
+    train = sub.add_parser("train", help="learn a category model from labelled history (JSONL/CSV/XLSX)")
+    train.add_argument("history", type=Path)
+    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--categories", type=Path, help="category table (default GRIDBOT_CATEGORIES_FILE)")
+    train.add_argument(
+        "--with-corrections",
+        action="store_true",
+        help="also learn from leaders' 改类 corrections stored in the database",
+    )
     fake = sub.add_parser("fake-wechat", help="run only the local fake WeChat API")
     fake.add_argument("--port", type=int, default=DEMO_FAKE_PORT)
     args = parser.parse_args(argv)
@@ -77,14 +90,31 @@ def main(argv: list[str] | None = None) -> int:
 
             url = args.url or f"http://{settings.host}:{settings.port}/wechat"
             asyncio.run(run_chat(settings, url=url, fake=args.fake, identity=args.identity))
+        elif args.command == "parse":
+            from bot.parse import run_parse
+
+            return run_parse(settings, categories=args.categories, model=args.model, grid=args.grid)
+        elif args.command == "train":
+            from bot.parse import run_train
+
+            print(
+                run_train(
+                    settings,
+                    history=args.history,
+                    out=args.out,
+                    categories=args.categories,
+                    with_corrections=args.with_corrections,
+                )
+            )
         elif args.command == "fake-wechat":
             asyncio.run(_serve_fake(settings, args.port))
     except KeyboardInterrupt:
         return 0
     except Exception as exc:  # one line, not a traceback, for what a user can fix
+        from bot.parse import TrainError
         from storage.grids import GridFileError
 
-        if isinstance(exc, GridFileError | OSError):
+        if isinstance(exc, GridFileError | TrainError | OSError):
             print(f"gridbot: {exc}", file=sys.stderr)
             return 1
         raise

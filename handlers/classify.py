@@ -349,9 +349,13 @@ def _calibrate(matrix: Any, labels: NDArray[Any], classes: NDArray[Any], history
         rows = np.concatenate([common[fold_train], rare])
         svm = LinearSVC(C=1.0, random_state=seed).fit(matrix[rows], labels[rows])
         held_out = common[fold_test][common[fold_test] < history]
+        if len(held_out) == 0:  # this fold held out only keyword rows: nothing of the office's to score
+            continue
         decision = svm.decision_function(matrix[held_out])
         scores.append(np.column_stack([-decision, decision]) / 2 if decision.ndim == 1 else decision)
         truth.append(np.searchsorted(classes, labels[held_out]))
+    if not truth or sum(len(t) for t in truth) < 10:
+        return _DEFAULT_TEMPERATURE
     z_all, t_all = np.vstack(scores), np.concatenate(truth)
     if len(t_all) < 10:
         return _DEFAULT_TEMPERATURE

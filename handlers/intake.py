@@ -235,8 +235,9 @@ async def _find_duplicate(
     reported in the last 72 hours."""
     assert u.grid is not None
     since = now - timedelta(hours=services.duplicate_window_hours)
+    landmark = services.grids.landmark_key(u.landmark)
     for case in await cases.open_cases_in_grid(session, grid_id=u.grid.id, category=u.category, since=since):
-        if u.landmark and case.place_text and u.landmark == case.place_text:
+        if landmark and landmark == services.grids.landmark_key(case.place_text):
             return case
         if None not in (lat, lon, case.lat, case.lon):
             if _metres(lat, lon, case.lat, case.lon) <= services.duplicate_radius_m:  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from shapely.geometry import Point, Polygon
@@ -10,6 +11,8 @@ from shapely.prepared import PreparedGeometry, prep
 from handlers.text import canonical_place, place_variants
 from storage.grids import GridFile, NodeSpec
 from storage.models import GridNode
+
+_GENERIC = re.compile("小区|社区")
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,17 @@ class GridIndex:
         """The grid named by the longest landmark, alias or name found in the text (buildings in any
         of the usual spellings: 三号楼, 3栋, 3#楼 …)."""
         text = canonical_place(text)
+        # "幸福里小区3号楼" should find the landmark "幸福里3号楼": look in the text without 小区/社区 too.
+        bare = _GENERIC.sub("", text)
         for phrase, ref in self._phrases:
-            if phrase in text:
+            if phrase in text or phrase in bare:
                 return TextMatch(ref, phrase)
         return None
+
+    def landmark_key(self, text: str | None) -> str | None:
+        """Which landmark the text names, spelled one way (for "same landmark" comparisons)."""
+        match = self.locate_text(text) if text else None
+        return _GENERIC.sub("", match.phrase) if match else None
 
     @classmethod
     def from_file(cls, grid: GridFile) -> GridIndex:

@@ -52,7 +52,10 @@ def understand(
     clean = normalise(text)
     prediction = classifier.classify(clean)
     match = grids.locate_text(clean)
-    place = match.phrase if match else find_place_phrase(clean)
+    phrase = find_place_phrase(clean)
+    # The fuller description wins when it contains the landmark: "幸福里小区3号楼东侧" over "幸福里小区".
+    fuller = phrase is not None and (match is None or grids.landmark_key(phrase) == grids.landmark_key(match.phrase))
+    place = phrase if fuller else (match.phrase if match else None)
     grid = grids.locate_point(lat, lon) if lat is not None and lon is not None else None
     if grid is None and match is not None:
         grid = match.grid

@@ -151,3 +151,65 @@ def _wait_for_port(port: int) -> None:
                 return
         time.sleep(0.1)
     raise AssertionError(f"nothing listening on {port}")
+
+
+def test_parse_reads_text_and_json_lines_and_survives_bad_ones(tmp_path: Path) -> None:
+    import json
+
+    lines = (
+        "\n".join(
+            [
+                "幸福里小区三号楼东侧路灯坏了，电话13812345678",
+                json.dumps({"text": "楼下燃气泄漏了", "lat": 39.9075, "lon": 116.4225}, ensure_ascii=False),
+                '{"broken json',
+                "",
+                "今天天气不错",
+            ]
+        )
+        + "\n"
+    )
+    result = _run(["parse"], {}, cwd=tmp_path, input=lines)
+    assert result.returncode == 0, result.stderr
+    first, second, bad, plain = (json.loads(line) for line in result.stdout.splitlines())
+    assert first == {
+        "category": "道路设施",
+        "confidence": first["confidence"],
+        "urgent": False,
+        "place": "幸福里小区3号楼东侧",
+        "grid": {"id": "xf-hp-01", "name": "和平里第一网格"},
+        "phone": "138****5678",
+    }
+    assert second["urgent"] is True and second["grid"] == {"id": "xf-zl-02", "name": "枣林第二网格"}
+    assert "error" in bad
+    assert plain["category"] == "其他" and plain["confidence"] == 0 and plain["grid"] is None
+
+
+def test_train_writes_a_model_that_parse_uses(tmp_path: Path) -> None:
+    import json
+
+    history = tmp_path / "history.jsonl"
+    rows = [
+        ("楼下的狗整夜叫个不停", "噪音扰民"),
+        ("狗叫声太吵睡不着", "噪音扰民"),
+        ("隔壁的狗一直叫", "噪音扰民"),
+        ("井盖松动了", "道路设施"),
+        ("人行道砖块翘起", "道路设施"),
+        ("马路上有个大坑", "道路设施"),
+    ]
+    history.write_text(
+        "\n".join(json.dumps({"text": t, "category": c}, ensure_ascii=False) for t, c in rows), encoding="utf-8"
+    )
+    model = tmp_path / "model.joblib"
+    trained = _run(["train", str(history), "--out", str(model)], {}, cwd=tmp_path)
+    assert trained.returncode == 0 and "trained on 6 examples" in trained.stdout and model.is_file()
+    without = _run(["parse"], {}, cwd=tmp_path, input="小区里的狗叫\n")
+    with_model = _run(["parse", "--model", str(model)], {}, cwd=tmp_path, input="小区里的狗叫\n")
+    before, after = json.loads(without.stdout), json.loads(with_model.stdout)
+    assert after["category"] == "噪音扰民" and after["confidence"] > before["confidence"] + 0.3
+
+
+def test_train_reports_an_unusable_history_in_one_line(tmp_path: Path) -> None:
+    history = tmp_path / "history.txt"
+    history.write_text("x", encoding="utf-8")
+    result = _run(["train", str(history), "--out", str(tmp_path / "m")], {}, cwd=tmp_path)
+    assert result.returncode == 1 and "history.txt" in result.stderr and "Traceback" not in result.stderr
