@@ -227,6 +227,73 @@ def main() -> None:
             + ", ".join(f"{k} {v}" for k, v in counts.most_common())
         )
 
+    parse_letters(args.corpus, letters, data)
+
+
+def parse_letters(corpus: Path, letters: Sequence[str], data: Examples) -> None:
+    """Every letter through `gridbot parse` itself (a subprocess, the command offices run): nothing
+    may fail; how many yield a place and a phone; messages per second (startup included), then the
+    same `understand()` in-process for the per-message rate on one core."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from bot.config import DEMO_GRID_FILE
+    from handlers.places import GridIndex
+    from handlers.understand import understand
+    from storage.grids import read_grid_file
+
+    repo = Path(__file__).resolve().parent.parent
+    table_file = repo / "benchmarks" / "taidi2020c_categories.yaml"
+    with tempfile.TemporaryDirectory() as tmp:
+        model_file = Path(tmp) / "taidi.joblib"
+        history = Path(tmp) / "history.jsonl"
+        history.write_text(
+            "\n".join(json.dumps({"text": t, "category": c}, ensure_ascii=False) for t, c in data), encoding="utf-8"
+        )
+        gridbot = [sys.executable, "-m", "bot.cli"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")}
+        subprocess.run(
+            [*gridbot, "train", str(history), "--out", str(model_file), "--categories", str(table_file)],
+            check=True,
+            env=env,
+            cwd=repo,
+            capture_output=True,
+        )
+        lines = "\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in letters) + "\n"
+        started = time.perf_counter()
+        done = subprocess.run(
+            [*gridbot, "parse", "--model", str(model_file), "--categories", str(table_file)],
+            input=lines,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=repo,
+            check=True,
+        )
+        elapsed = time.perf_counter() - started
+        rows = [json.loads(line) for line in done.stdout.splitlines()]
+        table = KeywordTable.load(table_file)
+        classifier = Classifier(table, Model.load(model_file))
+    errors = sum("error" in r for r in rows)
+    places = sum(bool(r.get("place")) for r in rows)
+    phones = sum(bool(r.get("phone")) for r in rows)
+    grids = sum(bool(r.get("grid")) for r in rows)
+    print(
+        f"\ngridbot parse on {len(letters)} mailbox letters: {len(rows)} lines out, {errors} errors, "
+        f"place found in {places}, phone in {phones}, a demo grid in {grids}; "
+        f"{len(rows) / elapsed:,.0f} messages/s including process start ({elapsed:.2f} s)"
+    )
+    index = GridIndex.from_file(read_grid_file(DEMO_GRID_FILE))
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        for text in letters:
+            understand(text, classifier=classifier, grids=index)
+        best = max(best, len(letters) / (time.perf_counter() - started))
+    print(f"understand() in-process, one core: {best:,.0f} messages/s (best of 3)")
+
 
 if __name__ == "__main__":
     main()

@@ -49,6 +49,8 @@ def _t2s() -> opencc.OpenCC:
 def normalise_text(text: str) -> str:
     """Full-width letters, digits and punctuation to half-width; traditional characters to simplified."""
     # re.sub beats str.translate by 3x here: only the punctuation needs replacing.
+    # Lone surrogates (broken clients, odd pastes) cannot be encoded for opencc: replace them.
+    text = text.encode("utf-8", "replace").decode("utf-8")
     return _t2s().convert(_FULL_WIDTH.sub(_half_width, text))
 
 

@@ -145,7 +145,7 @@ async def on_text(
     waiting = await _awaiting_place(session, resident, services, now)
     if waiting is not None and (u.grid is not None or u.place is not None or u.confidence < services.confirm_below):
         # The answer to "where is it?": a place name, or at worst an address we cannot map.
-        waiting.place_text = (u.place or text)[:500]
+        waiting.place_text = text[:500]  # the whole answer is the resident's description of the place
         return await _place_found(session, resident, waiting, u.grid, services, now, outcome)
 
     recent = await _recent_case(session, resident, services, now)

@@ -106,16 +106,21 @@ def place_variants(landmark: str) -> set[str]:
 
 
 _PLACE_WORD = (
-    r"(?:路(?![灯面边况上])|街(?!道办)|巷|大道|胡同|小区|花园|苑|院|村|社区|广场|公园|小学|中学|学校|医院|市场|菜市场|超市|"
+    r"(?:[省市县](?![场民长委政里区])|区(?![域别])|镇|乡|路(?![灯面边况上])|街(?!道办)|巷|大道|胡同|小区|花园|苑|院|村|社区|广场|公园|小学|中学|学校|医院|市场|菜市场|超市|"
     r"号楼|单元|大厦|公寓|商场|车站|桥|门口|交叉口|路口)"
 )
+# Characters a place name is made of: not the particles and verbs that glue a sentence together, so a
+# match starts at the name ("我们到金丝峡镇" → "金丝峡镇"), not somewhere before it.
+_NAME_CHAR = r"[^\W_的是到让在住向给了和与我们他她你请申关乎能理解全对把被从为于及等这那有没不就都也还要]"
 _PLACE = re.compile(
     rf"(?:在|位于|地址[:：]?|地点[:：]?)?"
-    rf"([\u4e00-\u9fa5A-Za-z0-9]{{1,12}}?{_PLACE_WORD}"
-    rf"(?:[\u4e00-\u9fa5A-Za-z0-9与和]{{0,12}}?{_PLACE_WORD})*"
+    rf"({_NAME_CHAR}{{1,8}}?{_PLACE_WORD}"
+    rf"(?:(?:{_NAME_CHAR}|[与和]){{0,8}}?{_PLACE_WORD})*"
     rf"(?:[东南西北]{{1,2}}(?:侧|角|面|门)?)?)"
 )
-_NOT_A_PLACE_START = re.compile(r"^(?:我|我们|我家|他们|你们|有人|这个|那个|这里|那里|请|希望|因为)")
+_NOT_A_PLACE_START = re.compile(
+    r"^(?:(?:关于|对|在|位于|我|我们|我家|他们|你们|有人|这个|那个|这里|那里|请|希望|因为|尽快|修理|反映)+)"
+)
 
 
 def find_place_phrase(text: str) -> str | None:
