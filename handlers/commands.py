@@ -22,19 +22,20 @@ class Command:
 _HALF_WIDTH = {0x3000: " ", **{cp: chr(cp - 0xFEE0) for cp in range(0xFF01, 0xFF5F)}}
 
 
-def normalise(text: str) -> str:
+def half_width(text: str) -> str:
+    """Full-width ASCII to half-width, one character for one (unlike handlers.text.normalise)."""
     return text.translate(_HALF_WIDTH)
 
 
 def find_case_number(text: str) -> str | None:
-    m = CASE_NUMBER.search(normalise(text))
+    m = CASE_NUMBER.search(half_width(text))
     return f"G{m.group(1)}-{int(m.group(2)):04d}" if m else None
 
 
 def parse_command(text: str) -> Command | None:
     """The command in a staff member's message, or None when it is not one."""
     original = text.strip()
-    body = normalise(original)
+    body = half_width(original)
     for verb in VERBS:
         if body.startswith(verb):
             pos = len(verb)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -157,20 +158,8 @@ async def on_text(
         if original is not None:
             return await _repeat(session, resident, original, u, text, now, outcome, services)
 
-    number = await cases.next_case_number(session, now=now, zone=services.zone)
-    case = await cases.create_case(
-        session,
-        number=number,
-        category=u.category,
-        confidence=u.confidence,
-        description=text[:2000],
-        urgent=u.urgent,
-        resident=resident,
-        now=now,
-        place_text=u.place,
-        lat=lat,
-        lon=lon,
-    )
+    case = await _new_case(session, resident, u, text, services, now, lat=lat, lon=lon)
+    number = case.number
     outcome.case_id = case.id
     await _attach_loose_photos(session, resident, case, services, now)
     if u.grid is not None:
@@ -256,8 +245,26 @@ async def _repeat(
     services: Services,
 ) -> str:
     """重复: recorded as its own (closed) report for the ledger; the resident follows the original."""
+    repeat = await _new_case(session, resident, u, text, services, now, status=Status.DUPLICATE, duplicate_of=original)
+    number = repeat.number
+    await cases.follow(session, case=original, resident=resident, now=now)
+    await _resident_event(session, original, resident, Action.REPEAT, now, note=f"{number}：{text[:200]}")
+    outcome.case_id = repeat.id
+    return m.DUPLICATE_LINKED.format(number=original.number, status=original.status)
+
+
+async def _new_case(
+    session: AsyncSession,
+    resident: Resident,
+    u: Understanding,
+    text: str,
+    services: Services,
+    now: datetime,
+    **extra: Any,
+) -> Case:
+    """A numbered case from what the message said (status, pin and link to an original in `extra`)."""
     number = await cases.next_case_number(session, now=now, zone=services.zone)
-    repeat = await cases.create_case(
+    return await cases.create_case(
         session,
         number=number,
         category=u.category,
@@ -267,13 +274,8 @@ async def _repeat(
         resident=resident,
         now=now,
         place_text=u.place,
-        status=Status.DUPLICATE,
-        duplicate_of=original,
+        **extra,
     )
-    await cases.follow(session, case=original, resident=resident, now=now)
-    await _resident_event(session, original, resident, Action.REPEAT, now, note=f"{number}：{text[:200]}")
-    outcome.case_id = repeat.id
-    return m.DUPLICATE_LINKED.format(number=original.number, status=original.status)
 
 
 def _metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

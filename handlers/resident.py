@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from handlers import messages as m
-from handlers.commands import find_case_number, normalise
+from handlers.commands import find_case_number, half_width
 from handlers.context import Services
 from handlers.dispatching import place_of
 from handlers.routing import Router
@@ -15,21 +15,21 @@ from storage.models import Resident
 
 router = Router("resident")
 
-_STAFF_VERBS = ("接单", "办结", "我的工单")
+_STAFF_VERBS = ("接单", "办结", "改类", "我的工单")
 
 
 def _staff_verb(msg: Inbound) -> bool:
-    return msg.kind == "text" and normalise(msg.text or "").startswith(_STAFF_VERBS)
+    return msg.kind == "text" and half_width(msg.text or "").startswith(_STAFF_VERBS)
 
 
 def _query(msg: Inbound) -> bool:
-    return msg.kind == "text" and normalise(msg.text or "").startswith("查询")
+    return msg.kind == "text" and half_width(msg.text or "").startswith("查询")
 
 
 @router.message(_staff_verb)
 async def on_staff_verb(msg: Inbound) -> str:
     """Someone who is not staff tried a leader command: refuse, and say how to report instead."""
-    verb = next(v for v in _STAFF_VERBS if normalise(msg.text or "").startswith(v))
+    verb = next(v for v in _STAFF_VERBS if half_width(msg.text or "").startswith(v))
     return m.STAFF_ONLY.format(verb=verb)
 
 
