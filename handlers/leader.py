@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -11,12 +11,15 @@ from handlers.commands import Command, parse_command
 from handlers.context import Services
 from handlers.dispatching import notify_residents, place_of
 from handlers.routing import Filter, Router
+from handlers.text import mask_phone, mask_phones_in
 from handlers.types import Inbound
 from storage import cases, grids
 from storage.lifecycle import OPEN_STATUSES, Action, IllegalTransition, Role, Status
-from storage.models import Case, Staff
+from storage.models import Case, Resident, Staff
 
 router = Router("leader")
+
+PROOF_WINDOW_MINUTES = 10
 
 
 def _verb(*verbs: str) -> Filter:
@@ -66,6 +69,79 @@ async def resolve(msg: Inbound, staff: Staff, session: AsyncSession, services: S
         session, case=case, now=now, content=m.PUSH_RESOLVED.format(number=case.number, note=cmd.note)
     )
     return m.RESOLVED.format(number=case.number)
+
+
+@router.message(_verb("进展"))
+async def progress(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
+    """进展: a progress note on the timeline, passed on to the residents."""
+    cmd = parse_command(msg.text or "")
+    assert cmd is not None
+    case, refusal = await _target(
+        session, staff, cmd, services, candidates=frozenset({Status.DISPATCHED, Status.ACCEPTED, Status.IN_PROGRESS})
+    )
+    if case is None:
+        return refusal
+    if not cmd.note:
+        return m.PROGRESS_NEEDS_NOTE.format(number=case.number)
+    illegal = await _apply(session, case, staff, Action.PROGRESS, cmd.note, now)
+    if illegal:
+        return illegal
+    case.assignee_id = case.assignee_id or staff.id
+    await notify_residents(
+        session, case=case, now=now, content=m.PUSH_PROGRESS.format(number=case.number, note=cmd.note)
+    )
+    return m.PROGRESS_NOTED.format(number=case.number)
+
+
+@router.message(_verb("工单"))
+async def case_timeline(msg: Inbound, staff: Staff, session: AsyncSession, services: Services) -> str:
+    """工单 G…: the case and its whole timeline, for staff who may act on it (phones masked)."""
+    cmd = parse_command(msg.text or "")
+    assert cmd is not None
+    case, refusal = await _target(session, staff, cmd, services, candidates=OPEN_STATUSES)
+    if case is None:
+        return refusal
+    reporter = await session.get(Resident, case.resident_id) if case.resident_id else None
+    lines = [
+        m.CASE_TIMELINE_HEADER.format(
+            number=case.number,
+            status=case.status,
+            category=case.category,
+            place=place_of(case),
+            grid=_grid_name(services, case.grid_id),
+            description=mask_phones_in(case.description),
+            contact=f"\n{m.CONTACT_LINE.format(phone=mask_phone(reporter.phone)).strip()}"
+            if reporter and reporter.phone
+            else "",
+        )
+    ]
+    for e in await cases.timeline(session, case.id or 0):
+        actor = await _actor_name(session, e.actor_kind, e.actor_id)
+        note = f"：{mask_phones_in(e.note)[:80]}" if e.note else ""
+        at = e.at.astimezone(services.zone).strftime("%m-%d %H:%M")
+        lines.append(m.CASE_TIMELINE_LINE.format(at=at, action=e.action, actor=actor, note=note))
+    return "\n".join(lines)
+
+
+@router.message(lambda msg: msg.kind == "image")
+async def proof_photo(msg: Inbound, staff: Staff, session: AsyncSession, now: datetime) -> str:
+    """A photo sent right after 办结 is the proof of it."""
+    case = await cases.last_action_by(
+        session, staff_id=staff.id or 0, action=Action.RESOLVE, since=now - timedelta(minutes=PROOF_WINDOW_MINUTES)
+    )
+    if case is None:
+        return m.STAFF_PHOTO_UNUSED.format(minutes=PROOF_WINDOW_MINUTES)
+    await cases.add_event(
+        session,
+        case=case,
+        action=Action.PROOF,
+        actor_kind="staff",
+        actor_id=staff.id,
+        now=now,
+        media_id=msg.media_id,
+        note=msg.url,
+    )
+    return m.PROOF_ATTACHED.format(number=case.number)
 
 
 @router.message(_verb("改类"))
@@ -173,6 +249,14 @@ async def may_act(session: AsyncSession, staff: Staff, case: Case) -> bool:
 def _grid_name(services: Services, grid_id: int | None) -> str:
     ref = services.grids.refs.get(grid_id) if grid_id is not None else None
     return ref.name if ref else "其他网格"
+
+
+async def _actor_name(session: AsyncSession, kind: str, actor_id: int | None) -> str:
+    """Staff by name; residents never by openid."""
+    if kind == "staff" and actor_id is not None:
+        staff = await session.get(Staff, actor_id)
+        return staff.name if staff else "工作人员"
+    return {"resident": "居民", "system": "系统"}.get(kind, kind)
 
 
 def _age(now: datetime, since: datetime) -> str:

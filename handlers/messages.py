@@ -61,11 +61,18 @@ URGENT_FLAG = "【紧急】"
 
 # Pushes to residents.
 PUSH_ACCEPTED = "您反映的问题（{number}）已由{grid} {leader}接单，正在处理。"
+PUSH_PROGRESS = "您反映的问题（{number}）有新进展：{note}"
 PUSH_RESOLVED = "您反映的问题（{number}）已办结：{note}\n感谢您的反映！"
 
 # Replies to staff.
 ACCEPTED = "已接单 {number}（{category} · {place}）。处理完毕请回复“办结 {number} 处理说明”。"
-RESOLVED = "已办结 {number}，已通知居民。"
+RESOLVED = "已办结 {number}，已通知居民。如有现场照片，现在发过来即可附到工单上。"
+PROGRESS_NOTED = "已记录 {number} 的进展，已通知居民。"
+PROGRESS_NEEDS_NOTE = "请写明进展，例如：进展 {number} 已联系供电所，明天上午维修"
+PROOF_ATTACHED = "照片已附到工单 {number}（办结照片）。"
+STAFF_PHOTO_UNUSED = "照片没有附到任何工单：办结后 {minutes} 分钟内发送的照片才会作为办结照片。"
+CASE_TIMELINE_HEADER = "{number} {status} · {category} · {place} · {grid}\n内容：{description}{contact}"
+CASE_TIMELINE_LINE = "{at} {action} {actor}{note}"
 RESOLVE_NEEDS_NOTE = "请附上处理说明，例如：办结 {number} 已更换灯泡，恢复照明"
 NO_OPEN_CASE = "您当前没有可{verb}的工单。回复“我的工单”查看。"
 WHICH_CASE = "您有 {count} 个可{verb}的工单，请带上编号回复，例如“{verb} {example}”：\n{lines}"
@@ -80,9 +87,11 @@ MY_CASE_LINE = "{number} {status} · {category} · {place} · {age}"
 STAFF_HELP = (
     "网格员指令：\n"
     "接单 编号 —— 接收工单\n"
-    "办结 编号 处理说明 —— 办结并通知居民\n"
+    "进展 编号 说明 —— 记录进展并通知居民\n"
+    "办结 编号 处理说明 —— 办结并通知居民（随后可发现场照片）\n"
     "改类 编号 正确类别 —— 更正工单类别\n"
     "我的工单 —— 查看未办结工单\n"
+    "工单 编号 —— 查看工单处理经过\n"
     "只有一个工单时可省略编号。"
 )
 

@@ -29,7 +29,7 @@ async def handle(session: AsyncSession, msg: Inbound, services: Services, now: d
         "outcome": outcome,
     }
     staff = await grids.staff_by_openid(session, msg.sender)
-    if staff is not None and msg.kind in ("text", "voice") and msg.text:
+    if staff is not None and (msg.kind == "image" or (msg.kind in ("text", "voice") and msg.text)):
         context["staff"] = staff
         return await staff_dispatcher.feed(msg, context), outcome
     context["resident"] = await resident_for(session, openid=msg.sender, now=now)

@@ -137,8 +137,8 @@ async def transition(
     case.updated_at = now
     if action is Action.DISPATCH:
         case.dispatched_at = now
-    elif action is Action.ACCEPT:
-        case.accepted_at = now
+    elif action in (Action.ACCEPT, Action.PROGRESS):
+        case.accepted_at = case.accepted_at or now
     elif action is Action.RESOLVE:
         case.accepted_at = case.accepted_at or now
         case.resolved_at = now
@@ -242,6 +242,23 @@ async def claim_unplaced(session: AsyncSession, *, case_id: int, now: datetime) 
 async def timeline(session: AsyncSession, case_id: int) -> list[CaseEvent]:
     stmt = select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(col(CaseEvent.at), col(CaseEvent.id))
     return list((await session.exec(stmt)).all())
+
+
+async def last_action_by(session: AsyncSession, *, staff_id: int, action: Action, since: datetime) -> Case | None:
+    """The case on which this staff member last took `action`, if it was since `since`."""
+    stmt = (
+        select(CaseEvent)
+        .where(
+            CaseEvent.actor_kind == "staff",
+            CaseEvent.actor_id == staff_id,
+            CaseEvent.action == action,
+            col(CaseEvent.at) >= since,
+        )
+        .order_by(col(CaseEvent.at).desc(), col(CaseEvent.id).desc())
+        .limit(1)
+    )
+    event = (await session.exec(stmt)).first()
+    return await session.get(Case, event.case_id) if event else None
 
 
 def window_start(now: datetime, minutes: int) -> datetime:

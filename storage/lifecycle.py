@@ -14,6 +14,7 @@ class Status(StrEnum):
     NEW = "待派遣"  # stored, no grid known yet (waiting for a place, or for a dispatcher)
     DISPATCHED = "已派遣"  # routed to a leader, not yet accepted
     ACCEPTED = "已接单"
+    IN_PROGRESS = "处理中"
     RESOLVED = "已办结"
     DUPLICATE = "重复"  # born linked to an open case that reports the same problem; closed at birth
 
@@ -22,7 +23,9 @@ class Action(StrEnum):
     REPORT = "上报"  # a resident's report creates the case (no transition: the birth event)
     DISPATCH = "派遣"
     ACCEPT = "接单"
+    PROGRESS = "进展"
     RESOLVE = "办结"
+    PROOF = "办结照片"
     LOCATE = "补充位置"
     ATTACH = "补充材料"
     SUPPLEMENT = "补充说明"
@@ -50,9 +53,14 @@ TRANSITIONS: dict[tuple[Status, Action], Rule] = {
     # A leader who fixes the problem straight away may resolve without a separate 接单.
     (Status.DISPATCHED, Action.RESOLVE): Rule(Status.RESOLVED, frozenset({Role.LEADER})),
     (Status.ACCEPTED, Action.RESOLVE): Rule(Status.RESOLVED, frozenset({Role.LEADER})),
+    # 进展: a progress note; the first one also counts as accepting an unaccepted case.
+    (Status.DISPATCHED, Action.PROGRESS): Rule(Status.IN_PROGRESS, frozenset({Role.LEADER})),
+    (Status.ACCEPTED, Action.PROGRESS): Rule(Status.IN_PROGRESS, frozenset({Role.LEADER})),
+    (Status.IN_PROGRESS, Action.PROGRESS): Rule(Status.IN_PROGRESS, frozenset({Role.LEADER})),
+    (Status.IN_PROGRESS, Action.RESOLVE): Rule(Status.RESOLVED, frozenset({Role.LEADER})),
 }
 
-OPEN_STATUSES = frozenset({Status.NEW, Status.DISPATCHED, Status.ACCEPTED})
+OPEN_STATUSES = frozenset({Status.NEW, Status.DISPATCHED, Status.ACCEPTED, Status.IN_PROGRESS})
 
 
 class IllegalTransition(Exception):

@@ -15,6 +15,10 @@ from storage.lifecycle import TRANSITIONS, Action, IllegalTransition, Role, Stat
         (Status.DISPATCHED, Action.ACCEPT, Role.LEADER, Status.ACCEPTED),
         (Status.DISPATCHED, Action.RESOLVE, Role.LEADER, Status.RESOLVED),
         (Status.ACCEPTED, Action.RESOLVE, Role.LEADER, Status.RESOLVED),
+        (Status.DISPATCHED, Action.PROGRESS, Role.LEADER, Status.IN_PROGRESS),
+        (Status.ACCEPTED, Action.PROGRESS, Role.LEADER, Status.IN_PROGRESS),
+        (Status.IN_PROGRESS, Action.PROGRESS, Role.LEADER, Status.IN_PROGRESS),
+        (Status.IN_PROGRESS, Action.RESOLVE, Role.LEADER, Status.RESOLVED),
     ],
 )
 def test_allowed_transition(status: Status, action: Action, role: Role, expected: Status) -> None:
@@ -22,7 +26,7 @@ def test_allowed_transition(status: Status, action: Action, role: Role, expected
 
 
 def test_table_has_exactly_the_tested_rows() -> None:
-    assert len(TRANSITIONS) == 5
+    assert len(TRANSITIONS) == 9
 
 
 @pytest.mark.parametrize(
@@ -33,6 +37,10 @@ def test_table_has_exactly_the_tested_rows() -> None:
         (Status.ACCEPTED, Action.ACCEPT, Role.LEADER),
         (Status.RESOLVED, Action.ACCEPT, Role.LEADER),  # closed stays closed
         (Status.RESOLVED, Action.RESOLVE, Role.LEADER),
+        (Status.RESOLVED, Action.PROGRESS, Role.LEADER),  # closed stays closed
+        (Status.NEW, Action.PROGRESS, Role.LEADER),
+        (Status.IN_PROGRESS, Action.ACCEPT, Role.LEADER),
+        (Status.IN_PROGRESS, Action.PROGRESS, Role.SYSTEM),
         (Status.DISPATCHED, Action.DISPATCH, Role.SYSTEM),
     ],
 )

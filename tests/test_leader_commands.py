@@ -1,0 +1,64 @@
+"""进展, 工单 and the 办结 photo: working a case in chat."""
+
+from __future__ import annotations
+
+from bot.app import FACTORY
+from storage.cases import timeline
+from storage.db import transaction
+from storage.lifecycle import Status
+from tests.conftest import LEADER_CH01, LEADER_HP01, RESIDENT, WeChat
+
+
+async def test_progress_note_moves_the_case_on_and_reaches_the_resident(wechat: WeChat) -> None:
+    await wechat.text(RESIDENT, "幸福里小区路灯坏了")
+    reply = await wechat.text(LEADER_HP01, "进展：已联系供电所，明天上午维修")
+    [case] = await wechat.cases()
+    assert reply is not None and f"已记录 {case.number} 的进展" in reply
+    assert case.status == Status.IN_PROGRESS and case.accepted_at is not None
+    await wechat.deliver()
+    assert wechat.pushes_to(RESIDENT)[-1] == f"您反映的问题（{case.number}）有新进展：已联系供电所，明天上午维修"
+    reply = await wechat.text(LEADER_HP01, f"办结 {case.number} 已更换灯泡")
+    assert reply is not None and "已办结" in reply
+
+
+async def test_progress_without_a_note_asks_for_one(wechat: WeChat) -> None:
+    await wechat.text(RESIDENT, "幸福里小区路灯坏了")
+    reply = await wechat.text(LEADER_HP01, "进展")
+    assert reply is not None and "请写明进展" in reply
+    [case] = await wechat.cases()
+    assert case.status == Status.DISPATCHED
+
+
+async def test_progress_on_another_grids_case_is_refused(wechat: WeChat) -> None:
+    await wechat.text(RESIDENT, "幸福里小区路灯坏了")
+    [case] = await wechat.cases()
+    reply = await wechat.text(LEADER_CH01, f"进展 {case.number} 在处理")
+    assert reply is not None and "不在您负责的范围内" in reply
+
+
+async def test_case_timeline_for_staff_masks_the_phone(wechat: WeChat) -> None:
+    await wechat.text(RESIDENT, "幸福里小区路灯坏了，电话13812345678")
+    [case] = await wechat.cases()
+    await wechat.text(LEADER_HP01, "接单")
+    reply = await wechat.text(LEADER_HP01, f"工单 {case.number}")
+    assert reply is not None and case.number in reply and "已接单" in reply
+    assert "上报 居民" in reply and "接单 张伟" in reply and "派遣 系统" in reply
+    assert "138****5678" in reply and "13812345678" not in reply and RESIDENT not in reply
+    other = await wechat.text(LEADER_CH01, f"工单 {case.number}")
+    assert other is not None and "不在您负责的范围内" in other and "路灯" not in other
+
+
+async def test_photo_right_after_resolving_is_the_proof(wechat: WeChat) -> None:
+    await wechat.text(RESIDENT, "幸福里小区路灯坏了")
+    [case] = await wechat.cases()
+    await wechat.text(LEADER_HP01, f"办结 {case.number} 已更换灯泡")
+    wechat.clock.advance(minutes=2)
+    reply = await wechat.send(wechat.xml(LEADER_HP01, "image", {"PicUrl": "http://x/p.jpg", "MediaId": "proof1"}))
+    assert reply is not None and f"照片已附到工单 {case.number}" in reply
+    async with transaction(wechat.app[FACTORY]) as session:
+        proof = [e for e in await timeline(session, case.id or 0) if e.action == "办结照片"]
+    assert [e.media_id for e in proof] == ["proof1"]
+    wechat.clock.advance(minutes=30)
+    late = await wechat.send(wechat.xml(LEADER_HP01, "image", {"PicUrl": "http://x/q.jpg", "MediaId": "late"}))
+    assert late is not None and "没有附到任何工单" in late
+    assert len(await wechat.cases()) == 1  # a leader's photo never becomes a resident's report
