@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-VERBS = ("接单", "进展", "办结", "改类", "我的工单", "工单", "帮助")
+VERBS = ("接单", "进展", "办结", "退回", "上报", "派遣", "改类", "我的工单", "工单", "帮助")
 CASE_NUMBER = re.compile(r"[Gg]\s*(\d{8})\s*[-－—_]\s*(\d{1,6})")
 _SEPARATORS = " \t:：,，、.。"
 

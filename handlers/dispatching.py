@@ -26,12 +26,19 @@ def place_of(case: Case) -> str:
 
 
 async def route_case(
-    session: AsyncSession, *, case: Case, grid: GridRef, services: Services, now: datetime
+    session: AsyncSession,
+    *,
+    case: Case,
+    grid: GridRef,
+    services: Services,
+    now: datetime,
+    by: Staff | None = None,
 ) -> Staff | None:
     """Put the case on `grid` and (re)dispatch it to the grid's leader, or the nearest one above.
 
-    A new case is dispatched (派遣); one dispatched but not yet accepted moves (改派) and its previous
-    leader is told. Returns the leader, or None when nobody up the hierarchy leads."""
+    A new case is dispatched (派遣: by the system, or `by` a dispatcher); one dispatched but not yet
+    accepted moves (改派) and its previous leader is told. Returns the leader, or None when nobody up
+    the hierarchy leads."""
     node = await grids.get_node(session, grid.id)
     assert node is not None
     previous = await session.get(Staff, case.assignee_id) if case.assignee_id else None
@@ -40,7 +47,7 @@ async def route_case(
     if leader is None:
         session.add(case)
         return None
-    if previous is not None and previous.id == leader.id:
+    if previous is not None and previous.id == leader.id and case.status != Status.NEW:
         session.add(case)
         return leader  # same leader: nothing to move
     case.assignee_id = leader.id
@@ -49,9 +56,10 @@ async def route_case(
         session,
         case=case,
         action=action,
-        role=Role.SYSTEM,
+        role=Role.DISPATCHER if by is not None else Role.SYSTEM,
         now=now,
-        actor_kind="system",
+        actor_kind="staff" if by is not None else "system",
+        actor_id=by.id if by is not None else None,
         note=f"派给{grid.name} {leader.name}",
     )
     reporter = await session.get(Resident, case.resident_id) if case.resident_id else None
@@ -82,8 +90,10 @@ async def notify_staff(
     services: Services,
     now: datetime,
     phone: str | None = None,
+    flag: str = "",
 ) -> None:
-    """The case card. Phone numbers are masked: staff call through the platform, not from a push."""
+    """The case card, headed by `flag` when it arrives for a reason (退回, 上报). Phone numbers are
+    masked: staff call through the platform, not from a push."""
     if not staff.wechat_openid:
         return  # WeCom-only staff are reached through the WeCom channel (a later issue)
     ref = services.grids.refs.get(case.grid_id) if case.grid_id is not None else None
@@ -100,7 +110,7 @@ async def notify_staff(
         description=mask_phones_in(case.description),
         contact=m.CONTACT_LINE.format(phone=mask_phone(phone)) if phone else "",
     )
-    outbox.enqueue(session, recipient=staff.wechat_openid, payload=text_push(content), now=now, case_id=case.id)
+    outbox.enqueue(session, recipient=staff.wechat_openid, payload=text_push(flag + content), now=now, case_id=case.id)
 
 
 async def notify_residents(session: AsyncSession, *, case: Case, content: str, now: datetime) -> None:

@@ -22,7 +22,7 @@ router = Router("leader")
 PROOF_WINDOW_MINUTES = 10
 
 
-def _verb(*verbs: str) -> Filter:
+def verb(*verbs: str) -> Filter:
     def match(msg: Inbound) -> bool:
         cmd = parse_command(msg.text or "")
         return cmd is not None and cmd.verb in verbs
@@ -30,14 +30,14 @@ def _verb(*verbs: str) -> Filter:
     return match
 
 
-@router.message(_verb("接单"))
+@router.message(verb("接单"))
 async def accept(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     cmd = parse_command(msg.text or "")
     assert cmd is not None
-    case, refusal = await _target(session, staff, cmd, services, candidates=frozenset({Status.DISPATCHED}))
+    case, refusal = await target(session, staff, cmd, services, candidates=frozenset({Status.DISPATCHED}))
     if case is None:
         return refusal
-    illegal = await _apply(session, case, staff, Action.ACCEPT, cmd.note or None, now)
+    illegal = await apply_action(session, case, staff, Action.ACCEPT, cmd.note or None, now)
     if illegal:
         return illegal
     case.assignee_id = staff.id
@@ -45,23 +45,23 @@ async def accept(msg: Inbound, staff: Staff, session: AsyncSession, services: Se
         session,
         case=case,
         now=now,
-        content=m.PUSH_ACCEPTED.format(number=case.number, grid=_grid_name(services, staff.grid_id), leader=staff.name),
+        content=m.PUSH_ACCEPTED.format(number=case.number, grid=grid_name(services, staff.grid_id), leader=staff.name),
     )
     return m.ACCEPTED.format(number=case.number, category=case.category, place=place_of(case))
 
 
-@router.message(_verb("办结"))
+@router.message(verb("办结"))
 async def resolve(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     cmd = parse_command(msg.text or "")
     assert cmd is not None
-    case, refusal = await _target(
+    case, refusal = await target(
         session, staff, cmd, services, candidates=frozenset({Status.DISPATCHED, Status.ACCEPTED})
     )
     if case is None:
         return refusal
     if not cmd.note:
         return m.RESOLVE_NEEDS_NOTE.format(number=case.number)
-    illegal = await _apply(session, case, staff, Action.RESOLVE, cmd.note, now)
+    illegal = await apply_action(session, case, staff, Action.RESOLVE, cmd.note, now)
     if illegal:
         return illegal
     case.assignee_id = case.assignee_id or staff.id
@@ -71,19 +71,19 @@ async def resolve(msg: Inbound, staff: Staff, session: AsyncSession, services: S
     return m.RESOLVED.format(number=case.number)
 
 
-@router.message(_verb("进展"))
+@router.message(verb("进展"))
 async def progress(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     """进展: a progress note on the timeline, passed on to the residents."""
     cmd = parse_command(msg.text or "")
     assert cmd is not None
-    case, refusal = await _target(
+    case, refusal = await target(
         session, staff, cmd, services, candidates=frozenset({Status.DISPATCHED, Status.ACCEPTED, Status.IN_PROGRESS})
     )
     if case is None:
         return refusal
     if not cmd.note:
         return m.PROGRESS_NEEDS_NOTE.format(number=case.number)
-    illegal = await _apply(session, case, staff, Action.PROGRESS, cmd.note, now)
+    illegal = await apply_action(session, case, staff, Action.PROGRESS, cmd.note, now)
     if illegal:
         return illegal
     case.assignee_id = case.assignee_id or staff.id
@@ -93,12 +93,12 @@ async def progress(msg: Inbound, staff: Staff, session: AsyncSession, services: 
     return m.PROGRESS_NOTED.format(number=case.number)
 
 
-@router.message(_verb("工单"))
+@router.message(verb("工单"))
 async def case_timeline(msg: Inbound, staff: Staff, session: AsyncSession, services: Services) -> str:
     """工单 G…: the case and its whole timeline, for staff who may act on it (phones masked)."""
     cmd = parse_command(msg.text or "")
     assert cmd is not None
-    case, refusal = await _target(session, staff, cmd, services, candidates=OPEN_STATUSES)
+    case, refusal = await target(session, staff, cmd, services, candidates=OPEN_STATUSES)
     if case is None:
         return refusal
     reporter = await session.get(Resident, case.resident_id) if case.resident_id else None
@@ -108,7 +108,7 @@ async def case_timeline(msg: Inbound, staff: Staff, session: AsyncSession, servi
             status=case.status,
             category=case.category,
             place=place_of(case),
-            grid=_grid_name(services, case.grid_id),
+            grid=grid_name(services, case.grid_id),
             description=mask_phones_in(case.description),
             contact=f"\n{m.CONTACT_LINE.format(phone=mask_phone(reporter.phone)).strip()}"
             if reporter and reporter.phone
@@ -144,7 +144,7 @@ async def proof_photo(msg: Inbound, staff: Staff, session: AsyncSession, now: da
     return m.PROOF_ATTACHED.format(number=case.number)
 
 
-@router.message(_verb("改类"))
+@router.message(verb("改类"))
 async def reclassify(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     """改类: the leader corrects the category; the text and the right answer become a training example."""
     cmd = parse_command(msg.text or "")
@@ -152,7 +152,7 @@ async def reclassify(msg: Inbound, staff: Staff, session: AsyncSession, services
     names = services.classifier.category_names()
     if cmd.note not in names:
         return m.RECLASSIFY_USAGE.format(categories="、".join(names))
-    case, refusal = await _target(session, staff, cmd, services, candidates=OPEN_STATUSES)
+    case, refusal = await target(session, staff, cmd, services, candidates=OPEN_STATUSES)
     if case is None:
         return refusal
     before = case.category
@@ -173,7 +173,7 @@ async def reclassify(msg: Inbound, staff: Staff, session: AsyncSession, services
     return m.RECLASSIFIED.format(number=case.number, before=before, after=cmd.note)
 
 
-@router.message(_verb("我的工单"))
+@router.message(verb("我的工单"))
 async def my_cases(staff: Staff, session: AsyncSession, now: datetime) -> str:
     mine = await cases.open_cases_of_assignee(session, staff_id=staff.id or 0)
     if not mine:
@@ -196,16 +196,17 @@ async def staff_help() -> str:
     return m.STAFF_HELP
 
 
-async def _apply(
+async def apply_action(
     session: AsyncSession, case: Case, staff: Staff, action: Action, note: str | None, now: datetime
 ) -> str | None:
-    """Apply the leader's action through the state machine; the refusal when it does not allow it."""
+    """Apply a staff member's action through the state machine; the refusal when it does not allow it."""
+    role = Role.DISPATCHER if staff.role == "dispatcher" else Role.LEADER
     try:
         await cases.transition(
             session,
             case=case,
             action=action,
-            role=Role.LEADER,
+            role=role,
             now=now,
             actor_kind="staff",
             actor_id=staff.id,
@@ -216,7 +217,7 @@ async def _apply(
     return None
 
 
-async def _target(
+async def target(
     session: AsyncSession, staff: Staff, cmd: Command, services: Services, candidates: frozenset[Status]
 ) -> tuple[Case | None, str]:
     """The case a command is about, or None and the reason: by number, or the only candidate."""
@@ -232,21 +233,21 @@ async def _target(
     if case is None:
         return None, m.CASE_NOT_FOUND.format(number=cmd.number)
     if not await may_act(session, staff, case):
-        return None, m.NOT_YOURS.format(number=case.number, grid=_grid_name(services, case.grid_id), verb=cmd.verb)
+        return None, m.NOT_YOURS.format(number=case.number, grid=grid_name(services, case.grid_id), verb=cmd.verb)
     return case, ""
 
 
 async def may_act(session: AsyncSession, staff: Staff, case: Case) -> bool:
-    """The assignee, or a leader whose grid is the case's grid or one of its ancestors."""
+    """The assignee, or a leader or dispatcher whose grid is the case's grid or one of its ancestors."""
     if case.assignee_id == staff.id:
         return True
-    if staff.role != "leader" or case.grid_id is None:
+    if staff.role not in ("leader", "dispatcher") or case.grid_id is None:
         return False
     node = await grids.get_node(session, case.grid_id)
     return node is not None and staff.grid_id in grids.ancestor_ids(node)
 
 
-def _grid_name(services: Services, grid_id: int | None) -> str:
+def grid_name(services: Services, grid_id: int | None) -> str:
     ref = services.grids.refs.get(grid_id) if grid_id is not None else None
     return ref.name if ref else "其他网格"
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from handlers import intake, leader, resident
+from handlers import escalation, intake, leader, resident
 from handlers.context import Outcome, Services
 from handlers.routing import Dispatcher
 from handlers.types import Inbound
@@ -14,7 +14,7 @@ from storage import grids
 from storage.cases import resident_for
 
 # Staff are recognised by their authenticated openid, never by anything they type.
-staff_dispatcher = Dispatcher(leader.router)
+staff_dispatcher = Dispatcher(escalation.router, leader.router)
 resident_dispatcher = Dispatcher(resident.router, intake.router)
 
 

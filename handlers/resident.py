@@ -15,7 +15,7 @@ from storage.models import Resident
 
 router = Router("resident")
 
-_STAFF_VERBS = ("接单", "进展", "办结", "改类", "我的工单", "工单")
+_STAFF_VERBS = ("接单", "进展", "办结", "退回", "上报", "派遣", "改类", "我的工单", "工单")
 
 
 def _staff_verb(msg: Inbound) -> bool:

@@ -131,6 +131,22 @@ async def leader_for(session: AsyncSession, node: GridNode) -> Staff | None:
     return None
 
 
+async def dispatcher_for(session: AsyncSession, node: GridNode) -> Staff | None:
+    """The 调度员 nearest above (or at) `node`; where there is none, the top level's leader."""
+    for node_id in ancestor_ids(node):
+        stmt = (
+            select(Staff)
+            .where(Staff.grid_id == node_id, Staff.role == "dispatcher", col(Staff.active).is_(True))
+            .order_by(col(Staff.id))
+            .limit(1)
+        )
+        staff = (await session.exec(stmt)).first()
+        if staff is not None:
+            return staff
+    root = await get_node(session, ancestor_ids(node)[-1])
+    return await leader_for(session, root) if root else None
+
+
 async def staff_by_openid(session: AsyncSession, openid: str) -> Staff | None:
     stmt = select(Staff).where(Staff.wechat_openid == openid, col(Staff.active).is_(True))
     return (await session.exec(stmt)).first()

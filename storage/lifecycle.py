@@ -32,11 +32,14 @@ class Action(StrEnum):
     REROUTE = "改派"  # the place turned out to be another grid's (a pin, or an urgent case's place)
     RECLASSIFY = "改类"  # a leader corrects the category (no change of status)
     REPEAT = "重复反映"  # another resident reported the same problem
+    RETURN = "退回"  # wrong grid or not ours: back to the dispatcher level, with a reason
+    ESCALATE = "上报"  # to the parent level's leader, with a reason
 
 
 class Role(StrEnum):
     SYSTEM = "system"
     LEADER = "leader"  # the assignee, or a leader of the case's grid or one of its ancestors
+    DISPATCHER = "dispatcher"  # 调度员 of a level above the case
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class Rule:
 
 
 TRANSITIONS: dict[tuple[Status, Action], Rule] = {
-    (Status.NEW, Action.DISPATCH): Rule(Status.DISPATCHED, frozenset({Role.SYSTEM})),
+    (Status.NEW, Action.DISPATCH): Rule(Status.DISPATCHED, frozenset({Role.SYSTEM, Role.DISPATCHER})),
     # Not yet accepted, and the place says it belongs to another grid: move it there.
     (Status.DISPATCHED, Action.REROUTE): Rule(Status.DISPATCHED, frozenset({Role.SYSTEM})),
     (Status.DISPATCHED, Action.ACCEPT): Rule(Status.ACCEPTED, frozenset({Role.LEADER})),
@@ -58,6 +61,12 @@ TRANSITIONS: dict[tuple[Status, Action], Rule] = {
     (Status.ACCEPTED, Action.PROGRESS): Rule(Status.IN_PROGRESS, frozenset({Role.LEADER})),
     (Status.IN_PROGRESS, Action.PROGRESS): Rule(Status.IN_PROGRESS, frozenset({Role.LEADER})),
     (Status.IN_PROGRESS, Action.RESOLVE): Rule(Status.RESOLVED, frozenset({Role.LEADER})),
+    (Status.DISPATCHED, Action.RETURN): Rule(Status.NEW, frozenset({Role.LEADER})),
+    (Status.ACCEPTED, Action.RETURN): Rule(Status.NEW, frozenset({Role.LEADER})),
+    (Status.IN_PROGRESS, Action.RETURN): Rule(Status.NEW, frozenset({Role.LEADER})),
+    (Status.DISPATCHED, Action.ESCALATE): Rule(Status.DISPATCHED, frozenset({Role.LEADER})),
+    (Status.ACCEPTED, Action.ESCALATE): Rule(Status.DISPATCHED, frozenset({Role.LEADER})),
+    (Status.IN_PROGRESS, Action.ESCALATE): Rule(Status.DISPATCHED, frozenset({Role.LEADER})),
 }
 
 OPEN_STATUSES = frozenset({Status.NEW, Status.DISPATCHED, Status.ACCEPTED, Status.IN_PROGRESS})

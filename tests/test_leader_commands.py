@@ -62,3 +62,64 @@ async def test_photo_right_after_resolving_is_the_proof(wechat: WeChat) -> None:
     late = await wechat.send(wechat.xml(LEADER_HP01, "image", {"PicUrl": "http://x/q.jpg", "MediaId": "late"}))
     assert late is not None and "没有附到任何工单" in late
     assert len(await wechat.cases()) == 1  # a leader's photo never becomes a resident's report
+
+
+DISPATCHER = "o_demo_wanglihua_xf"  # 王丽华, 幸福街道 调度员
+LEADER_HP = "o_demo_zhangxiuying_hp"  # 张秀英, 和平里社区
+
+
+async def test_return_goes_back_to_the_dispatcher_who_sends_it_on(wechat: WeChat) -> None:
+    await wechat.text(RESIDENT, "幸福里小区路灯坏了")
+    [case] = await wechat.cases()
+    missing = await wechat.text(LEADER_HP01, f"退回 {case.number}")
+    assert missing is not None and "请写明原因" in missing
+    reply = await wechat.text(LEADER_HP01, f"退回 {case.number} 这是春晖园的路灯，不在我们网格")
+    assert reply is not None and "已退回" in reply and "王丽华" in reply
+    [case] = await wechat.cases()
+    assert case.status == Status.NEW
+    await wechat.deliver()
+    card = wechat.pushes_to(DISPATCHER)[-1]
+    assert card.startswith("【退回】张伟退回：这是春晖园的路灯") and case.number in card
+    reply = await wechat.text(DISPATCHER, f"派遣 {case.number} 春晖第一网格")
+    assert reply is not None and "已派遣" in reply and "周婷" in reply
+    [case] = await wechat.cases()
+    assert case.status == Status.DISPATCHED
+    await wechat.deliver()
+    assert case.number in wechat.pushes_to(LEADER_CH01)[-1]
+    async with transaction(wechat.app[FACTORY]) as session:
+        actions = [(e.action, e.note) for e in await timeline(session, case.id or 0)]
+    assert ("退回", "这是春晖园的路灯，不在我们网格") in actions  # nobody bounces a case without a reason
+
+
+async def test_escalate_hands_the_case_to_the_parent_level(wechat: WeChat) -> None:
+    await wechat.text(RESIDENT, "幸福里小区路灯坏了")
+    [case] = await wechat.cases()
+    await wechat.text(LEADER_HP01, "接单")
+    reply = await wechat.text(LEADER_HP01, f"上报 {case.number} 需要供电公司协调，网格解决不了")
+    assert reply is not None and "已上报" in reply and "和平里社区 张秀英" in reply
+    [case] = await wechat.cases()
+    assert case.status == Status.DISPATCHED
+    await wechat.deliver()
+    assert wechat.pushes_to(LEADER_HP)[-1].startswith("【上报】张伟上报：需要供电公司协调")
+    accepted = await wechat.text(LEADER_HP, f"接单 {case.number}")
+    assert accepted is not None and "已接单" in accepted
+
+
+async def test_dispatch_needs_a_known_grid_and_a_waiting_case(wechat: WeChat) -> None:
+    await wechat.text(RESIDENT, "幸福里小区路灯坏了")
+    [case] = await wechat.cases()
+    reply = await wechat.text(DISPATCHER, f"派遣 {case.number} 火星网格")
+    assert reply is not None and "请写明派往的网格" in reply
+    reply = await wechat.text(DISPATCHER, f"派遣 {case.number} 春晖第一网格")
+    assert reply is not None and "当前状态为“已派遣”" in reply
+
+
+async def test_dispatcher_cannot_accept_and_other_grids_cannot_return(wechat: WeChat) -> None:
+    await wechat.text(RESIDENT, "幸福里小区路灯坏了")
+    [case] = await wechat.cases()
+    reply = await wechat.text(DISPATCHER, f"接单 {case.number}")
+    assert reply is not None and "不能接单" in reply
+    reply = await wechat.text(LEADER_CH01, f"退回 {case.number} 不想管")
+    assert reply is not None and "不在您负责的范围内" in reply
+    [case] = await wechat.cases()
+    assert case.status == Status.DISPATCHED

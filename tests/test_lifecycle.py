@@ -19,6 +19,13 @@ from storage.lifecycle import TRANSITIONS, Action, IllegalTransition, Role, Stat
         (Status.ACCEPTED, Action.PROGRESS, Role.LEADER, Status.IN_PROGRESS),
         (Status.IN_PROGRESS, Action.PROGRESS, Role.LEADER, Status.IN_PROGRESS),
         (Status.IN_PROGRESS, Action.RESOLVE, Role.LEADER, Status.RESOLVED),
+        (Status.NEW, Action.DISPATCH, Role.DISPATCHER, Status.DISPATCHED),
+        (Status.DISPATCHED, Action.RETURN, Role.LEADER, Status.NEW),
+        (Status.ACCEPTED, Action.RETURN, Role.LEADER, Status.NEW),
+        (Status.IN_PROGRESS, Action.RETURN, Role.LEADER, Status.NEW),
+        (Status.DISPATCHED, Action.ESCALATE, Role.LEADER, Status.DISPATCHED),
+        (Status.ACCEPTED, Action.ESCALATE, Role.LEADER, Status.DISPATCHED),
+        (Status.IN_PROGRESS, Action.ESCALATE, Role.LEADER, Status.DISPATCHED),
     ],
 )
 def test_allowed_transition(status: Status, action: Action, role: Role, expected: Status) -> None:
@@ -26,7 +33,7 @@ def test_allowed_transition(status: Status, action: Action, role: Role, expected
 
 
 def test_table_has_exactly_the_tested_rows() -> None:
-    assert len(TRANSITIONS) == 9
+    assert len(TRANSITIONS) == 15
 
 
 @pytest.mark.parametrize(
@@ -41,6 +48,11 @@ def test_table_has_exactly_the_tested_rows() -> None:
         (Status.NEW, Action.PROGRESS, Role.LEADER),
         (Status.IN_PROGRESS, Action.ACCEPT, Role.LEADER),
         (Status.IN_PROGRESS, Action.PROGRESS, Role.SYSTEM),
+        (Status.NEW, Action.RETURN, Role.LEADER),  # nothing to return yet
+        (Status.RESOLVED, Action.RETURN, Role.LEADER),
+        (Status.RESOLVED, Action.ESCALATE, Role.LEADER),
+        (Status.DISPATCHED, Action.ACCEPT, Role.DISPATCHER),  # dispatchers route, they do not work cases
+        (Status.DUPLICATE, Action.RETURN, Role.LEADER),
         (Status.DISPATCHED, Action.DISPATCH, Role.SYSTEM),
     ],
 )
