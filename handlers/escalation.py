@@ -7,10 +7,9 @@ from datetime import datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from handlers import messages as m
-from handlers.commands import parse_command
 from handlers.context import Services
 from handlers.dispatching import notify_staff, route_case
-from handlers.leader import apply_action, grid_name, target, verb
+from handlers.leader import apply_action, command_target, grid_name, verb
 from handlers.routing import Router
 from handlers.types import Inbound
 from storage import grids
@@ -25,13 +24,10 @@ _WORKING = frozenset({Status.DISPATCHED, Status.ACCEPTED, Status.IN_PROGRESS})
 @router.message(verb("退回"))
 async def return_case(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     """退回: wrong grid or not ours. Back to the dispatcher level (待派遣), with the reason on record."""
-    cmd = parse_command(msg.text or "")
-    assert cmd is not None
-    case, refusal = await target(session, staff, cmd, services, candidates=_WORKING)
-    if case is None:
-        return refusal
-    if not cmd.note:
-        return m.REASON_NEEDED.format(verb="退回", number=case.number)
+    found = await command_target(msg, staff, session, services, _WORKING, note_needed=m.REASON_NEEDED)
+    if isinstance(found, str):
+        return found
+    cmd, case = found
     node = await grids.get_node(session, case.grid_id) if case.grid_id is not None else None
     dispatcher = await grids.dispatcher_for(session, node) if node is not None else None
     illegal = await apply_action(session, case, staff, Action.RETURN, cmd.note, now)
@@ -46,13 +42,10 @@ async def return_case(msg: Inbound, staff: Staff, session: AsyncSession, service
 @router.message(verb("上报"))
 async def escalate(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     """上报: beyond this level's means. The parent level's leader takes it over, with the reason."""
-    cmd = parse_command(msg.text or "")
-    assert cmd is not None
-    case, refusal = await target(session, staff, cmd, services, candidates=_WORKING)
-    if case is None:
-        return refusal
-    if not cmd.note:
-        return m.REASON_NEEDED.format(verb="上报", number=case.number)
+    found = await command_target(msg, staff, session, services, _WORKING, note_needed=m.REASON_NEEDED)
+    if isinstance(found, str):
+        return found
+    cmd, case = found
     own = await grids.get_node(session, staff.grid_id)
     parent = await grids.get_node(session, own.parent_id) if own and own.parent_id else None
     above = await grids.leader_for(session, parent) if parent else None
@@ -69,11 +62,10 @@ async def escalate(msg: Inbound, staff: Staff, session: AsyncSession, services: 
 @router.message(verb("派遣"))
 async def dispatch(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     """派遣 G… 网格: a dispatcher (or a leader above) sends a waiting case to a grid."""
-    cmd = parse_command(msg.text or "")
-    assert cmd is not None
-    case, refusal = await target(session, staff, cmd, services, candidates=frozenset({Status.NEW}))
-    if case is None:
-        return refusal
+    found = await command_target(msg, staff, session, services, frozenset({Status.NEW}))
+    if isinstance(found, str):
+        return found
+    cmd, case = found
     found = services.grids.locate_text(cmd.note) if cmd.note else None
     if found is None:
         return m.DISPATCH_USAGE.format(number=case.number)

@@ -32,11 +32,10 @@ def verb(*verbs: str) -> Filter:
 
 @router.message(verb("接单"))
 async def accept(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
-    cmd = parse_command(msg.text or "")
-    assert cmd is not None
-    case, refusal = await target(session, staff, cmd, services, candidates=frozenset({Status.DISPATCHED}))
-    if case is None:
-        return refusal
+    found = await command_target(msg, staff, session, services, frozenset({Status.DISPATCHED}))
+    if isinstance(found, str):
+        return found
+    cmd, case = found
     illegal = await apply_action(session, case, staff, Action.ACCEPT, cmd.note or None, now)
     if illegal:
         return illegal
@@ -52,15 +51,11 @@ async def accept(msg: Inbound, staff: Staff, session: AsyncSession, services: Se
 
 @router.message(verb("办结"))
 async def resolve(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
-    cmd = parse_command(msg.text or "")
-    assert cmd is not None
-    case, refusal = await target(
-        session, staff, cmd, services, candidates=frozenset({Status.DISPATCHED, Status.ACCEPTED})
-    )
-    if case is None:
-        return refusal
-    if not cmd.note:
-        return m.RESOLVE_NEEDS_NOTE.format(number=case.number)
+    candidates = frozenset({Status.DISPATCHED, Status.ACCEPTED})
+    found = await command_target(msg, staff, session, services, candidates, note_needed=m.RESOLVE_NEEDS_NOTE)
+    if isinstance(found, str):
+        return found
+    cmd, case = found
     illegal = await apply_action(session, case, staff, Action.RESOLVE, cmd.note, now)
     if illegal:
         return illegal
@@ -74,15 +69,17 @@ async def resolve(msg: Inbound, staff: Staff, session: AsyncSession, services: S
 @router.message(verb("进展"))
 async def progress(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     """进展: a progress note on the timeline, passed on to the residents."""
-    cmd = parse_command(msg.text or "")
-    assert cmd is not None
-    case, refusal = await target(
-        session, staff, cmd, services, candidates=frozenset({Status.DISPATCHED, Status.ACCEPTED, Status.IN_PROGRESS})
+    found = await command_target(
+        msg,
+        staff,
+        session,
+        services,
+        frozenset({Status.DISPATCHED, Status.ACCEPTED, Status.IN_PROGRESS}),
+        note_needed=m.PROGRESS_NEEDS_NOTE,
     )
-    if case is None:
-        return refusal
-    if not cmd.note:
-        return m.PROGRESS_NEEDS_NOTE.format(number=case.number)
+    if isinstance(found, str):
+        return found
+    cmd, case = found
     illegal = await apply_action(session, case, staff, Action.PROGRESS, cmd.note, now)
     if illegal:
         return illegal
@@ -96,11 +93,10 @@ async def progress(msg: Inbound, staff: Staff, session: AsyncSession, services: 
 @router.message(verb("工单"))
 async def case_timeline(msg: Inbound, staff: Staff, session: AsyncSession, services: Services) -> str:
     """工单 G…: the case and its whole timeline, for staff who may act on it (phones masked)."""
-    cmd = parse_command(msg.text or "")
-    assert cmd is not None
-    case, refusal = await target(session, staff, cmd, services, candidates=OPEN_STATUSES)
-    if case is None:
-        return refusal
+    found = await command_target(msg, staff, session, services, OPEN_STATUSES)
+    if isinstance(found, str):
+        return found
+    cmd, case = found
     reporter = await session.get(Resident, case.resident_id) if case.resident_id else None
     lines = [
         m.CASE_TIMELINE_HEADER.format(
@@ -215,6 +211,26 @@ async def apply_action(
     except IllegalTransition:
         return m.ILLEGAL.format(number=case.number, status=case.status, verb=action.value)
     return None
+
+
+async def command_target(
+    msg: Inbound,
+    staff: Staff,
+    session: AsyncSession,
+    services: Services,
+    candidates: frozenset[Status],
+    *,
+    note_needed: str | None = None,
+) -> tuple[Command, Case] | str:
+    """The command and the case it is about, or the reply that says why not (no such case, not
+    yours, several to choose from, or — with `note_needed` — the note/reason that must come with it)."""
+    found = await command_target(msg, staff, session, services, candidates)
+    if isinstance(found, str):
+        return found
+    cmd, case = found
+    if note_needed is not None and not cmd.note:
+        return note_needed.format(number=case.number, verb=cmd.verb)
+    return cmd, case
 
 
 async def target(

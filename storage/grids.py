@@ -118,10 +118,15 @@ def ancestor_ids(node: GridNode) -> list[int]:
 
 async def leader_for(session: AsyncSession, node: GridNode) -> Staff | None:
     """The leader responsible for `node`: its own, else the nearest ancestor's (网格 → 社区 → 街道)."""
+    return await _nearest(session, node, "leader")
+
+
+async def _nearest(session: AsyncSession, node: GridNode, role: str) -> Staff | None:
+    """The first active staff member of `role` at `node` or above it."""
     for node_id in ancestor_ids(node):
         stmt = (
             select(Staff)
-            .where(Staff.grid_id == node_id, Staff.role == "leader", col(Staff.active).is_(True))
+            .where(Staff.grid_id == node_id, Staff.role == role, col(Staff.active).is_(True))
             .order_by(col(Staff.id))
             .limit(1)
         )
@@ -133,16 +138,9 @@ async def leader_for(session: AsyncSession, node: GridNode) -> Staff | None:
 
 async def dispatcher_for(session: AsyncSession, node: GridNode) -> Staff | None:
     """The 调度员 nearest above (or at) `node`; where there is none, the top level's leader."""
-    for node_id in ancestor_ids(node):
-        stmt = (
-            select(Staff)
-            .where(Staff.grid_id == node_id, Staff.role == "dispatcher", col(Staff.active).is_(True))
-            .order_by(col(Staff.id))
-            .limit(1)
-        )
-        staff = (await session.exec(stmt)).first()
-        if staff is not None:
-            return staff
+    staff = await _nearest(session, node, "dispatcher")
+    if staff is not None:
+        return staff
     root = await get_node(session, ancestor_ids(node)[-1])
     return await leader_for(session, root) if root else None
 
