@@ -66,14 +66,14 @@ async def dispatch(msg: Inbound, staff: Staff, session: AsyncSession, services: 
     if isinstance(found, str):
         return found
     cmd, case = found
-    found = services.grids.locate_text(cmd.note) if cmd.note else None
-    if found is None:
+    place = services.grids.locate_text(cmd.note) if cmd.note else None
+    if place is None:
         return m.DISPATCH_USAGE.format(number=case.number)
     if case.status != Status.NEW:
         return m.ILLEGAL.format(number=case.number, status=case.status, verb="派遣")
-    leader = await route_case(session, case=case, grid=found.grid, services=services, now=now, by=staff)
+    leader = await route_case(session, case=case, grid=place.grid, services=services, now=now, by=staff)
     if leader is None:
-        return m.NO_LEADER_THERE.format(grid=found.grid.name)
+        return m.NO_LEADER_THERE.format(grid=place.grid.name)
     return m.DISPATCHED.format(number=case.number, grid=grid_name(services, leader.grid_id), leader=leader.name)
 
 
