@@ -224,10 +224,11 @@ async def command_target(
 ) -> tuple[Command, Case] | str:
     """The command and the case it is about, or the reply that says why not (no such case, not
     yours, several to choose from, or — with `note_needed` — the note/reason that must come with it)."""
-    found = await command_target(msg, staff, session, services, candidates)
-    if isinstance(found, str):
-        return found
-    cmd, case = found
+    cmd = parse_command(msg.text or "")
+    assert cmd is not None
+    case, refusal = await target(session, staff, cmd, services, candidates=candidates)
+    if case is None:
+        return refusal
     if note_needed is not None and not cmd.note:
         return note_needed.format(number=case.number, verb=cmd.verb)
     return cmd, case
