@@ -62,15 +62,7 @@ async def route_case(
         actor_id=by.id if by is not None else None,
         note=f"派给{grid.name} {leader.name}",
     )
-    reporter = await session.get(Resident, case.resident_id) if case.resident_id else None
-    await notify_staff(
-        session,
-        staff=leader,
-        case=case,
-        services=services,
-        now=now,
-        phone=reporter.phone if reporter else None,
-    )
+    await notify_staff(session, staff=leader, case=case, services=services, now=now)
     if previous is not None and previous.wechat_openid:
         outbox.enqueue(
             session,
@@ -89,13 +81,14 @@ async def notify_staff(
     case: Case,
     services: Services,
     now: datetime,
-    phone: str | None = None,
     flag: str = "",
 ) -> None:
-    """The case card, headed by `flag` when it arrives for a reason (退回, 上报). Phone numbers are
-    masked: staff call through the platform, not from a push."""
+    """The case card, headed by `flag` when it arrives for a reason (退回, 上报). The reporter's phone
+    is masked: staff call through the platform, not from a push."""
     if not staff.wechat_openid:
         return  # WeCom-only staff are reached through the WeCom channel (a later issue)
+    reporter = await session.get(Resident, case.resident_id) if case.resident_id else None
+    phone = reporter.phone if reporter else None
     ref = services.grids.refs.get(case.grid_id) if case.grid_id is not None else None
     if case.confidence < services.confirm_below:
         category = m.CATEGORY_TO_CONFIRM.format(category=case.category, number=case.number)

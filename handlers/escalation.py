@@ -14,7 +14,7 @@ from handlers.routing import Router
 from handlers.types import Inbound
 from storage import grids
 from storage.lifecycle import Action, Status
-from storage.models import Case, Resident, Staff
+from storage.models import Case, Staff
 
 router = Router("escalation")
 
@@ -79,13 +79,4 @@ async def dispatch(msg: Inbound, staff: Staff, session: AsyncSession, services: 
 
 async def _card(session: AsyncSession, staff: Staff, case: Case, services: Services, now: datetime, flag: str) -> None:
     """The case card, headed by why it arrives (退回 / 上报)."""
-    reporter = await session.get(Resident, case.resident_id) if case.resident_id else None
-    await notify_staff(
-        session,
-        staff=staff,
-        case=case,
-        services=services,
-        now=now,
-        phone=reporter.phone if reporter else None,
-        flag=flag,
-    )
+    await notify_staff(session, staff=staff, case=case, services=services, now=now, flag=flag)

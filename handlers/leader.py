@@ -51,7 +51,7 @@ async def accept(msg: Inbound, staff: Staff, session: AsyncSession, services: Se
 
 @router.message(verb("办结"))
 async def resolve(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
-    candidates = frozenset({Status.DISPATCHED, Status.ACCEPTED})
+    candidates = frozenset({Status.DISPATCHED, Status.ACCEPTED, Status.IN_PROGRESS})
     found = await command_target(msg, staff, session, services, candidates, note_needed=m.RESOLVE_NEEDS_NOTE)
     if isinstance(found, str):
         return found

@@ -66,9 +66,5 @@ def event(*names: str) -> Filter:
     return lambda m: m.kind == "event" and (m.event or "").lower() in wanted
 
 
-def text_startswith(*prefixes: str) -> Filter:
-    return lambda m: m.text is not None and m.text.strip().startswith(prefixes)
-
-
 def has_text(m: Inbound) -> bool:
     return bool(m.text and m.text.strip())

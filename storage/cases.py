@@ -191,16 +191,6 @@ async def open_cases_for_resident(session: AsyncSession, *, resident_id: int) ->
     return list((await session.exec(stmt)).all())
 
 
-async def cases_of_resident(session: AsyncSession, *, resident_id: int, limit: int = 10) -> list[Case]:
-    stmt = (
-        select(Case)
-        .where(Case.resident_id == resident_id)
-        .order_by(col(Case.created_at).desc(), col(Case.id).desc())
-        .limit(limit)
-    )
-    return list((await session.exec(stmt)).all())
-
-
 async def latest_case_of_resident(session: AsyncSession, *, resident_id: int, since: datetime) -> Case | None:
     """The resident's newest case reported since `since` that is still open (repeat reports included)."""
     stmt = (
