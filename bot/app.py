@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
-from bot.outbox import OutboxWorker
+from bot.outbox import MEDIA_FETCH, MediaFetcher, OutboxWorker, Sender
 from bot.receive import Receiver
 from bot.wechat import ProtocolError, WeChatTransport
 from bot.wechat_api import WeChatAPI
@@ -102,7 +102,8 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
             clock=app[CLOCK],
             timeout=settings.outbound_timeout_seconds,
         )
-        app[WORKER] = OutboxWorker(app[FACTORY], api, app[CLOCK], media_dir=settings.media_dir)
+        senders: dict[str, Sender] = {"wechat_cs": api.send_custom, MEDIA_FETCH: MediaFetcher(api, settings.media_dir)}
+        app[WORKER] = OutboxWorker(app[FACTORY], senders, app[CLOCK])
         app[RECEIVER] = Receiver(
             app[FACTORY],
             app[SERVICES],

@@ -195,7 +195,7 @@ async def _run_demo(settings: Settings, fake_port: int) -> None:
 
 
 DEMO_BANNER = """
-gridbot 演示已启动：幸福街道（3 个社区、7 个网格、11 名工作人员）
+gridbot 演示已启动：幸福街道（3 个社区、7 个网格、3 个职能部门、15 名工作人员）
   公众号回调地址  http://{host}:{port}/wechat   （{mode}）
   模拟微信接口    http://127.0.0.1:{fake_port}    （机器人发出的推送都到这里）
 

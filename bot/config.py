@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
@@ -15,11 +15,34 @@ DATA_DIR = Path(__file__).parent / "data"
 DEMO_GRID_FILE = DATA_DIR / "demo_grid.yaml"
 DEFAULT_CATEGORIES_FILE = DATA_DIR / "categories.yaml"
 WECHAT_API = "https://api.weixin.qq.com"
+WECOM_API = "https://qyapi.weixin.qq.com"
 DEMO_CREDENTIALS = {
     "wechat_token": "gridbot-demo-token",
     "wechat_appid": "wx0000000000demo",
     "wechat_secret": "demo-secret",
 }
+# The demo's WeCom self-built app (企业微信自建应用); only ever talks to the local fake.
+DEMO_WECOM = {
+    "wecom_corp_id": "ww00000000demo0000",
+    "wecom_agent_id": 1000002,
+    "wecom_secret": "demo-wecom-secret",
+    "wecom_token": "gridbot-wecom-token",
+    "wecom_aes_key": "gridbotDemoWeComKey0123456789abcdefghijklmn",
+}
+
+
+TEMPLATE_FIELD_NAMES = ("number", "status", "summary", "time")
+
+
+def parse_template_fields(value: str) -> dict[str, str]:
+    """ "number=character_string1,summary=thing3" → {"number": "character_string1", ...}."""
+    fields: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        ours, _, theirs = part.partition("=")
+        if ours.strip() not in TEMPLATE_FIELD_NAMES or not theirs.strip():
+            raise ValueError(f"{part!r}: expected one of {', '.join(TEMPLATE_FIELD_NAMES)} = a template key")
+        fields[ours.strip()] = theirs.strip()
+    return fields
 
 
 class ConfigError(Exception):
@@ -56,6 +79,35 @@ class Settings(BaseSettings):
     # Below this confidence a case's category is flagged for the leader to confirm.
     confirm_below: Annotated[float, Field(ge=0, le=1)] = 0.5
 
+    # WeCom (企业微信) self-built app for staff: callback /wecom, pushes as app messages.
+    # Empty corp id: WeCom is off (staff are reached on the Official Account).
+    wecom_corp_id: str = ""
+    wecom_agent_id: int = 0
+    wecom_secret: str = ""
+    wecom_token: str = ""
+    wecom_aes_key: str = ""
+    wecom_api_base: str = WECOM_API
+
+    # Customer-service messages reach a person only within this many hours of their last message,
+    # and only this many times per message they send (WeChat's rules; both have changed before).
+    cs_window_hours: Annotated[int, Field(ge=1)] = 48
+    cs_quota_per_message: Annotated[int, Field(ge=1)] = 5
+    # Outside the window or over the quota: a template message (模板消息, verified service accounts)
+    # or a subscription message (订阅通知). Empty id: updates wait, merged, for the next message.
+    wechat_fallback: Literal["template", "subscribe"] = "template"
+    wechat_template_id: str = ""
+    # Which template field carries what: our names (number, status, summary, time) = the template's keys.
+    wechat_template_fields: str = "number=character_string1,status=phrase2,summary=thing3,time=time4"
+
+    # Abuse: a resident's messages beyond these rates are stored but answered once and not turned
+    # into cases; new cases per resident per hour are capped too. Staff are not limited.
+    resident_max_per_minute: Annotated[int, Field(ge=1)] = 8
+    resident_max_per_hour: Annotated[int, Field(ge=1)] = 40
+    resident_max_cases_per_hour: Annotated[int, Field(ge=1)] = 5
+
+    # When each grid group with a robot gets its daily summary (office time, HH:MM).
+    group_summary_at: str = "08:30"
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
@@ -63,7 +115,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
 
-    @field_validator("wechat_aes_key")
+    @field_validator("wechat_aes_key", "wecom_aes_key")
     @classmethod
     def _aes_key_shape(cls, value: str) -> str:
         if not value:
@@ -76,7 +128,24 @@ class Settings(BaseSettings):
             raise ValueError("must be the 43-character EncodingAESKey from the WeChat console, or empty")
         return value
 
-    @field_validator("wechat_api_base")
+    @field_validator("group_summary_at")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        try:
+            hour, minute = (int(p) for p in value.split(":"))
+        except ValueError:
+            hour = minute = -1
+        if not (0 <= hour < 24 and 0 <= minute < 60):
+            raise ValueError("must be HH:MM, e.g. 08:30")
+        return f"{hour:02d}:{minute:02d}"
+
+    @field_validator("wechat_template_fields")
+    @classmethod
+    def _template_fields(cls, value: str) -> str:
+        parse_template_fields(value)
+        return value
+
+    @field_validator("wechat_api_base", "wecom_api_base")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
@@ -100,15 +169,28 @@ class Settings(BaseSettings):
         return value
 
     def check_real_account(self) -> None:
-        """Against the real WeChat API the demo credentials can only fail: say so at start."""
-        if self.wechat_api_base != WECHAT_API:
-            return
-        for name, demo in DEMO_CREDENTIALS.items():
-            if getattr(self, name) == demo:
+        """Against the real WeChat/WeCom APIs the demo credentials can only fail: say so at start."""
+        demo: list[tuple[str, object]] = []
+        if self.wechat_api_base == WECHAT_API:
+            demo += DEMO_CREDENTIALS.items()
+        if self.wecom_api_base == WECOM_API:
+            demo += [(k, v) for k, v in DEMO_WECOM.items() if k != "wecom_agent_id"]
+        for name, value in demo:
+            if getattr(self, name) == value:
                 raise ConfigError(
-                    f"GRIDBOT_{name.upper()}: set your Official Account's value "
+                    f"GRIDBOT_{name.upper()}: set your own account's value "
                     "(the demo value only works with the local fake API)"
                 )
+        if self.wecom_corp_id and not (self.wecom_secret and self.wecom_token and self.wecom_aes_key):
+            raise ConfigError("GRIDBOT_WECOM_CORP_ID: WeCom also needs GRIDBOT_WECOM_SECRET, _TOKEN and _AES_KEY")
+
+    @property
+    def wecom_enabled(self) -> bool:
+        return bool(self.wecom_corp_id)
+
+    @property
+    def template_fields(self) -> dict[str, str]:
+        return parse_template_fields(self.wechat_template_fields)
 
     @property
     def zone(self) -> ZoneInfo:

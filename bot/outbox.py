@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import re
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,31 @@ def media_path(media_dir: Path, media_id: str, content_type: str) -> Path:
     return media_dir / f"{safe}{_EXTENSIONS.get(content_type, '.bin')}"
 
 
+# One channel's delivery: (recipient, payload) → what happened. Channels: wechat_cs (客服消息,
+# recipient an openid), media_fetch (recipient "media:<id>"), and those bot.app registers
+# (wecom_app: a WeCom user id; wecom_robot: a group robot's key).
+Sender = Callable[[str, dict[str, Any]], Awaitable[Result]]
+
+
+class MediaFetcher:
+    """Saves a resident's photo or voice note before WeChat forgets it (3 days)."""
+
+    def __init__(self, api: WeChatAPI, media_dir: Path | None) -> None:
+        self.api = api
+        self.media_dir = media_dir
+
+    async def __call__(self, recipient: str, payload: dict[str, Any]) -> Result:
+        if self.media_dir is None:
+            return Result(Verdict.PARK, "GRIDBOT_MEDIA_DIR is not set")
+        media_id = str(payload["media_id"])
+        result, body, kind = await self.api.fetch_media(media_id)
+        if result.verdict is Verdict.SENT:
+            path = media_path(self.media_dir, media_id, kind)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(path.write_bytes, body)
+        return result
+
+
 BASE_DELAY = 2.0
 MAX_DELAY = 600.0
 QUOTA_DELAY = 900.0
@@ -49,16 +75,14 @@ class OutboxWorker:
     def __init__(
         self,
         factory: SessionFactory,
-        api: WeChatAPI,
+        senders: Mapping[str, Sender],
         clock: Clock,
         *,
         poll_seconds: float = 2.0,
         rng: random.Random | None = None,
-        media_dir: Path | None = None,
     ) -> None:
-        self.media_dir = media_dir
         self.factory = factory
-        self.api = api
+        self.senders = dict(senders)
         self.clock = clock
         self.poll_seconds = poll_seconds
         self.rng = rng or random.Random()
@@ -98,20 +122,10 @@ class OutboxWorker:
         return len(due)
 
     async def _deliver(self, channel: str, recipient: str, payload: dict[str, Any]) -> Result:
-        if channel == MEDIA_FETCH:
-            return await self._fetch_media(str(payload["media_id"]))
-        return await self.api.send_custom(payload, recipient=recipient)
-
-    async def _fetch_media(self, media_id: str) -> Result:
-        """Save a resident's photo or voice note before WeChat forgets it (3 days)."""
-        if self.media_dir is None:
-            return Result(Verdict.PARK, "GRIDBOT_MEDIA_DIR is not set")
-        result, body, kind = await self.api.fetch_media(media_id)
-        if result.verdict is Verdict.SENT:
-            path = media_path(self.media_dir, media_id, kind)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            await asyncio.to_thread(path.write_bytes, body)
-        return result
+        sender = self.senders.get(channel)
+        if sender is None:  # e.g. a WeCom push on a server where WeCom is not configured
+            return Result(Verdict.PARK, f"channel {channel} is not configured")
+        return await sender(recipient, payload)
 
     async def drain(self, max_rounds: int = 100) -> None:
         """Deliver until nothing more is due now (tests and shutdown)."""

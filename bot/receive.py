@@ -24,8 +24,8 @@ from sqlalchemy.exc import IntegrityError
 from bot.clock import Clock
 from bot.outbox import MEDIA_FETCH
 from handlers.context import Services
-from handlers.dispatching import text_push
 from handlers.pipeline import handle
+from handlers.pushes import REPLY_CHANNEL, text_push
 from handlers.types import Inbound
 from storage import inbound, outbox
 from storage.db import SessionFactory, transaction
@@ -118,6 +118,7 @@ class Receiver:
                 if reply and (handoff is None or handoff.abandoned):
                     outbox.enqueue(
                         session,
+                        channel=REPLY_CHANNEL[msg.channel],
                         recipient=msg.sender,
                         payload=text_push(reply),
                         now=now,
@@ -143,6 +144,7 @@ class Receiver:
                 async with transaction(self.factory) as session:
                     outbox.enqueue(
                         session,
+                        channel=REPLY_CHANNEL[msg.channel],
                         recipient=msg.sender,
                         payload=text_push(reply or ""),
                         now=self.clock.now(),

@@ -86,7 +86,7 @@ class WeChatAPI:
             log.info("access_token refreshed", extra={"expires": self._expires.isoformat()})
             return self._token
 
-    async def send_custom(self, payload: dict[str, Any], *, recipient: str) -> Result:
+    async def send_custom(self, recipient: str, payload: dict[str, Any]) -> Result:
         """客服消息: /cgi-bin/message/custom/send. Refreshes the token once when WeChat says it is stale."""
         body = {"touser": recipient, **payload}
         for attempt in range(2):

@@ -86,6 +86,8 @@ class KeywordTable:
     categories: tuple[Category, ...]
     default: str = "其他"
     urgent_keywords: tuple[str, ...] = ()
+    # Categories whose 办结 a verifier must confirm (核查) before it counts.
+    verified: frozenset[str] = frozenset()
 
     @classmethod
     def load(cls, path: Path) -> KeywordTable:
@@ -104,6 +106,7 @@ class KeywordTable:
             tuple(categories),
             str(data.get("default", "其他")),
             tuple(normalise_text(str(w)) for w in data.get("urgent_keywords") or []),
+            frozenset(str(item["name"]) for item in data.get("categories") or [] if item.get("verify")),
         )
 
     def scores(self, text: str) -> dict[str, float]:
@@ -408,6 +411,10 @@ class Classifier:
 
     def is_urgent(self, text: str) -> bool:
         return self.table.is_urgent(text)
+
+    def needs_verification(self, category: str) -> bool:
+        """核查: does a 办结 of this category go to a verifier first?"""
+        return category in self.table.verified
 
     def category_names(self) -> list[str]:
         """Every category a case may be filed under: the table's, the model's, and the default."""

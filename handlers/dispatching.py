@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from handlers import messages as m
 from handlers.context import Services
 from handlers.places import GridRef
+from handlers.pushes import push_to_staff, text_push
 from handlers.text import mask_phone, mask_phones_in
 from storage import cases, grids, outbox
 from storage.lifecycle import Action, Role, Status
 from storage.models import Case, Resident, Staff
-
-
-def text_push(content: str) -> dict[str, Any]:
-    """A customer-service text message body, as /cgi-bin/message/custom/send expects it."""
-    return {"msgtype": "text", "text": {"content": content}}
 
 
 def place_of(case: Case) -> str:
@@ -63,13 +58,13 @@ async def route_case(
         note=f"派给{grid.name} {leader.name}",
     )
     await notify_staff(session, staff=leader, case=case, services=services, now=now)
-    if previous is not None and previous.wechat_openid:
-        outbox.enqueue(
+    if previous is not None:
+        push_to_staff(
             session,
-            recipient=previous.wechat_openid,
+            staff=previous,
             now=now,
             case_id=case.id,
-            payload=text_push(m.PUSH_REROUTED.format(number=case.number, grid=grid.name)),
+            content=m.PUSH_REROUTED.format(number=case.number, grid=grid.name),
         )
     return leader
 
@@ -85,8 +80,6 @@ async def notify_staff(
 ) -> None:
     """The case card, headed by `flag` when it arrives for a reason (退回, 上报). The reporter's phone
     is masked: staff call through the platform, not from a push."""
-    if not staff.wechat_openid:
-        return  # WeCom-only staff are reached through the WeCom channel (a later issue)
     reporter = await session.get(Resident, case.resident_id) if case.resident_id else None
     phone = reporter.phone if reporter else None
     ref = services.grids.refs.get(case.grid_id) if case.grid_id is not None else None
@@ -103,7 +96,7 @@ async def notify_staff(
         description=mask_phones_in(case.description),
         contact=m.CONTACT_LINE.format(phone=mask_phone(phone)) if phone else "",
     )
-    outbox.enqueue(session, recipient=staff.wechat_openid, payload=text_push(flag + content), now=now, case_id=case.id)
+    push_to_staff(session, staff=staff, content=flag + content, now=now, case_id=case.id)
 
 
 async def notify_residents(session: AsyncSession, *, case: Case, content: str, now: datetime) -> None:

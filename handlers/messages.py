@@ -108,3 +108,4 @@ STAFF_HELP = (
 )
 
 UNKNOWN_PLACE = "未说明"
+WECOM_NOT_STAFF = "您不在本街道网格工作人员名单中，无法使用工单指令。如需登记，请联系街道调度员。"

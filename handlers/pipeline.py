@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from handlers import escalation, intake, leader, resident
+from handlers import messages as m
 from handlers.context import Outcome, Services
 from handlers.routing import Dispatcher
 from handlers.types import Inbound
@@ -28,7 +29,12 @@ async def handle(session: AsyncSession, msg: Inbound, services: Services, now: d
         "now": now,
         "outcome": outcome,
     }
-    staff = await grids.staff_by_openid(session, msg.sender)
+    if msg.channel == "wecom":  # a WeCom app speaks only to the corp's members: staff or nobody
+        staff = await grids.staff_by_wecom_userid(session, msg.sender)
+        if staff is None:
+            return m.WECOM_NOT_STAFF, outcome
+    else:
+        staff = await grids.staff_by_openid(session, msg.sender)
     if staff is not None and (msg.kind == "image" or (msg.kind in ("text", "voice") and msg.text)):
         context["staff"] = staff
         return await staff_dispatcher.feed(msg, context), outcome

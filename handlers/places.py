@@ -13,6 +13,9 @@ from storage.grids import GridFile, NodeSpec
 from storage.models import GridNode
 
 _GENERIC = re.compile("小区|社区")
+# Functional departments (城管, 供水, 物业 …) sit in the grid file as nodes of this level: cases are
+# transferred (转派) to them, never routed to them from a resident's words or pin.
+DEPARTMENT_LEVEL = "部门"
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,14 @@ class GridIndex:
         }
         self._shapes: list[tuple[GridRef, PreparedGeometry]] = []
         self._phrases: list[tuple[str, GridRef]] = []
+        self._departments: list[tuple[str, GridRef]] = []
         for n in nodes:
             if n.id is None:
                 continue
             ref = self.refs[n.id]
+            if n.level == DEPARTMENT_LEVEL:
+                self._departments += [(name, ref) for name in {n.name, *n.aliases} if name]
+                continue
             if n.polygon:
                 self._shapes.append((ref, prep(Polygon([(lng, lat) for lng, lat in n.polygon]))))
             for name in {n.name, *n.aliases, *n.landmarks}:
@@ -52,6 +59,7 @@ class GridIndex:
         self._shapes.sort(key=lambda item: -item[0].depth)
         # Longest phrase first ("幸福里小区" before "幸福里"), then deepest node.
         self._phrases.sort(key=lambda item: (-len(item[0]), -item[1].depth))
+        self._departments.sort(key=lambda item: -len(item[0]))
 
     def locate_point(self, lat: float, lon: float) -> GridRef | None:
         """The deepest grid node whose polygon contains the GCJ-02 point."""
@@ -71,6 +79,15 @@ class GridIndex:
             if phrase in text or phrase in bare:
                 return TextMatch(ref, phrase)
         return None
+
+    def locate_target(self, text: str) -> GridRef | None:
+        """Where a 转派 or 派遣 sends a case: a department named in the text (城管, 供水 …), else
+        the grid its name, alias or a landmark names."""
+        for name, ref in self._departments:
+            if name in text:
+                return ref
+        match = self.locate_text(text)
+        return match.grid if match else None
 
     def landmark_key(self, text: str | None) -> str | None:
         """Which landmark the text names, spelled one way (for "same landmark" comparisons)."""
@@ -101,5 +118,5 @@ class GridIndex:
         return cls(nodes)
 
     def root(self) -> GridRef | None:
-        roots = [r for r in self.refs.values() if r.depth == 0]
+        roots = [r for r in self.refs.values() if r.depth == 0 and r.level != DEPARTMENT_LEVEL]
         return min(roots, key=lambda r: r.id) if roots else None

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -24,6 +24,8 @@ class NodeSpec(BaseModel):
     aliases: list[str] = []
     landmarks: list[str] = []
     polygon: list[tuple[float, float]] | None = None
+    # The grid group's WeCom robot: the key in its webhook URL (…/webhook/send?key=KEY).
+    robot_key: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,200}$")
     children: list[NodeSpec] = []
 
     @field_validator("polygon")
@@ -37,11 +39,26 @@ class NodeSpec(BaseModel):
 class StaffSpec(BaseModel):
     key: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     name: str
-    role: Literal["leader", "dispatcher"]
+    # leader: 网格员/网格长; dispatcher: 调度员; inspector: 核查员 (confirms 办结 where a category needs it)
+    role: Literal["leader", "dispatcher", "inspector"]
     grid: str
     phone: str | None = None
     wechat_openid: str | None = None
     wecom_userid: str | None = None
+    # Where their pushes go; by default WeCom when they have only a WeCom user id.
+    channel: Literal["wechat", "wecom"] | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self) -> StaffSpec:
+        if not (self.wechat_openid or self.wecom_userid):
+            raise ValueError("needs wechat_openid or wecom_userid (nobody could reach them)")
+        if self.channel is None:
+            self.channel = "wechat" if self.wechat_openid else "wecom"
+        if self.channel == "wecom" and not self.wecom_userid:
+            raise ValueError("channel wecom needs wecom_userid")
+        if self.channel == "wechat" and not self.wechat_openid:
+            raise ValueError("channel wechat needs wechat_openid")
+        return self
 
 
 class GridFile(BaseModel):
@@ -77,6 +94,7 @@ async def import_grid(session: AsyncSession, grid: GridFile) -> tuple[int, int]:
         node.name, node.level = spec.name, spec.level
         node.aliases, node.landmarks = list(spec.aliases), list(spec.landmarks)
         node.polygon = [list(p) for p in spec.polygon] if spec.polygon else None
+        node.robot_key = spec.robot_key
         node.parent_id = parent.id if parent else None
         session.add(node)
         await session.flush()
@@ -98,6 +116,7 @@ async def import_grid(session: AsyncSession, grid: GridFile) -> tuple[int, int]:
         row = staff_rows.get(spec.key) or Staff(key=spec.key, name=spec.name, role=spec.role, grid_id=0)
         row.name, row.role, row.grid_id, row.phone = spec.name, spec.role, node.id or 0, spec.phone
         row.wechat_openid, row.wecom_userid, row.active = spec.wechat_openid, spec.wecom_userid, True
+        row.channel = spec.channel or "wechat"
         session.add(row)
     await session.flush()
     return count, len(grid.staff)
@@ -147,4 +166,9 @@ async def dispatcher_for(session: AsyncSession, node: GridNode) -> Staff | None:
 
 async def staff_by_openid(session: AsyncSession, openid: str) -> Staff | None:
     stmt = select(Staff).where(Staff.wechat_openid == openid, col(Staff.active).is_(True))
+    return (await session.exec(stmt)).first()
+
+
+async def staff_by_wecom_userid(session: AsyncSession, userid: str) -> Staff | None:
+    stmt = select(Staff).where(Staff.wecom_userid == userid, col(Staff.active).is_(True))
     return (await session.exec(stmt)).first()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, Text
+from sqlalchemy import JSON, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from storage.types import UTCDateTime
@@ -30,6 +30,8 @@ class GridNode(SQLModel, table=True):
     landmarks: list[str] = Field(default_factory=list, sa_type=JSON)
     # [[lng, lat], ...] in GCJ-02, as drawn on Tencent/AMap maps.
     polygon: list[list[float]] | None = Field(default=None, sa_type=JSON)
+    # The key of the grid group's WeCom robot (群机器人 webhook): urgent cases and daily summaries.
+    robot_key: str | None = Field(default=None, max_length=200)
 
 
 class Staff(SQLModel, table=True):
@@ -40,10 +42,14 @@ class Staff(SQLModel, table=True):
     key: str = Field(max_length=64, unique=True)
     name: str = Field(max_length=50)
     phone: str | None = Field(default=None, max_length=20)
-    role: str = Field(max_length=20)  # leader | dispatcher
+    role: str = Field(max_length=20)  # leader | dispatcher | inspector
     grid_id: int = Field(foreign_key="grid_node.id", index=True)
     wechat_openid: str | None = Field(default=None, max_length=64, unique=True)
     wecom_userid: str | None = Field(default=None, max_length=64, unique=True)
+    # Where pushes reach them: "wechat" (the Official Account) or "wecom" (企业微信 app).
+    channel: str = Field(default="wechat", max_length=10)
+    # The last short reference (#12) handed to this person on a case card; never reused.
+    last_ref: int = 0
     active: bool = True
 
 
@@ -60,6 +66,12 @@ class Resident(SQLModel, table=True):
     last_location_at: datetime | None = _utc(default=None)
     # A case waiting for the resident to say where it is.
     awaiting_place_case_id: int | None = Field(default=None)
+    # 屏蔽: a dispatcher stopped this account's messages from becoming cases (kept, never lost).
+    blocked_at: datetime | None = _utc(default=None)
+    blocked_by: int | None = None
+    block_reason: str | None = Field(default=None, max_length=200)
+    # When the resident was last told to slow down (said once per window, not once per message).
+    throttle_notice_at: datetime | None = _utc(default=None)
 
 
 class Case(SQLModel, table=True):
@@ -87,6 +99,24 @@ class Case(SQLModel, table=True):
     dispatched_at: datetime | None = _utc(default=None)
     accepted_at: datetime | None = _utc(default=None)
     resolved_at: datetime | None = _utc(default=None)
+    closed_at: datetime | None = _utc(default=None)
+    # The resolution deadline (办结时限); an approved 延期 moves it.
+    due_at: datetime | None = _utc(default=None, index=True)
+    # 转派 waiting for the receiving grid or department to take it (首接负责: the owner keeps it till then).
+    transfer_grid_id: int | None = Field(default=None, foreign_key="grid_node.id")
+    transfer_to_id: int | None = Field(default=None, foreign_key="staff.id", index=True)
+    # 挂起: waiting on something outside, until this date.
+    suspended_until: datetime | None = _utc(default=None, index=True)
+    # 延期 asked for and not yet decided: the new deadline, and who decides.
+    requested_due_at: datetime | None = _utc(default=None)
+    extension_approver_id: int | None = Field(default=None, foreign_key="staff.id", index=True)
+    # 核查: who confirms a 办结 for categories that need it; 返工 sent back how often.
+    verifier_id: int | None = Field(default=None, foreign_key="staff.id", index=True)
+    rework_count: int = 0
+    reopen_count: int = 0
+    # The resident's rating: 满意 | 基本满意 | 不满意 (None: not rated).
+    rating: str | None = Field(default=None, max_length=10)
+    rated_at: datetime | None = _utc(default=None)
 
 
 class CaseFollower(SQLModel, table=True):
@@ -163,8 +193,36 @@ class OutboxMessage(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=500)
     created_at: datetime = _utc()
     sent_at: datetime | None = _utc(default=None)
+    # Delivered inside another message (pending updates merged into one): that message's id.
+    merged_into_id: int | None = None
 
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        # Rate windows and the 48-hour quota: what went to one recipient lately.
+        Index("ix_outbox_recipient_sent", "recipient", "channel", "sent_at"),
+    )
+
+
+class CaseRef(SQLModel, table=True):
+    """The short reference (#12) a staff member may quote instead of a case number: per person,
+    handed out with the case card, never reused."""
+
+    __tablename__ = "case_ref"
+    staff_id: int = Field(foreign_key="staff.id", primary_key=True)
+    ref: int = Field(primary_key=True)
+    case_id: int = Field(foreign_key="cases.id", index=True)
+
+    __table_args__ = (UniqueConstraint("staff_id", "case_id", name="uq_case_ref_staff_case"),)
+
+
+class JobRun(SQLModel, table=True):
+    """A scheduled job that must run once per key (e.g. one day's group summary), whichever
+    process gets there first."""
+
+    __tablename__ = "job_run"
+    name: str = Field(primary_key=True, max_length=40)
+    key: str = Field(primary_key=True, max_length=100)
+    at: datetime = _utc()
 
 
 class CaseCounter(SQLModel, table=True):
@@ -185,5 +243,7 @@ ALL_TABLES = [
     CaseEvent,
     InboundMessage,
     OutboxMessage,
+    CaseRef,
+    JobRun,
     CaseCounter,
 ]

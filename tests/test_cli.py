@@ -42,9 +42,9 @@ def test_db_upgrade_then_grid_load(tmp_path: Path) -> None:
     env = {"GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/g.sqlite3"}
     assert _run(["db", "upgrade"], env, cwd=tmp_path).returncode == 0
     result = _run(["grid", "load", str(DEMO_GRID_FILE)], env, cwd=tmp_path)
-    assert result.returncode == 0 and "loaded 11 grid nodes and 11 staff" in result.stdout
+    assert result.returncode == 0 and "loaded 14 grid nodes and 15 staff" in result.stdout
     again = _run(["grid", "load", str(DEMO_GRID_FILE)], env, cwd=tmp_path)  # idempotent: updates in place
-    assert again.returncode == 0 and "loaded 11 grid nodes" in again.stdout
+    assert again.returncode == 0 and "loaded 14 grid nodes" in again.stdout
 
 
 def test_grid_load_reports_a_bad_file_in_one_line(tmp_path: Path) -> None:
