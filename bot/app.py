@@ -58,6 +58,9 @@ async def load_services(factory: SessionFactory, settings: Settings) -> Services
         zone=settings.zone,
         office_name=office,
         place_window_minutes=settings.place_window_minutes,
+        max_per_minute=settings.resident_max_per_minute,
+        max_per_hour=settings.resident_max_per_hour,
+        max_cases_per_hour=settings.resident_max_cases_per_hour,
     )
 
 

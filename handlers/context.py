@@ -25,6 +25,10 @@ class Services:
     # A new report this close to an open one (same category, same grid) repeats it.
     duplicate_radius_m: float = 200.0
     duplicate_window_hours: int = 72
+    # Abuse limits per resident (messages per minute and hour; new cases per hour).
+    max_per_minute: int = 8
+    max_per_hour: int = 40
+    max_cases_per_hour: int = 5
 
 
 @dataclass

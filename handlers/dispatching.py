@@ -8,6 +8,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from handlers import messages as m
 from handlers.context import Services
+from handlers.deadlines import resolution_deadline, show
+from handlers.groups import post_urgent
 from handlers.places import GridRef
 from handlers.pushes import push_to_staff, text_push
 from handlers.text import mask_phone, mask_phones_in
@@ -47,17 +49,20 @@ async def route_case(
         return leader  # same leader: nothing to move
     case.assignee_id = leader.id
     action = Action.DISPATCH if case.status == Status.NEW else Action.REROUTE
+    case.due_at = case.due_at or resolution_deadline(case, now)
     await cases.transition(
         session,
         case=case,
         action=action,
-        role=Role.DISPATCHER if by is not None else Role.SYSTEM,
+        roles=Role.DISPATCHER if by is not None else Role.SYSTEM,
         now=now,
         actor_kind="staff" if by is not None else "system",
         actor_id=by.id if by is not None else None,
         note=f"派给{grid.name} {leader.name}",
     )
     await notify_staff(session, staff=leader, case=case, services=services, now=now)
+    if case.urgent:
+        await post_urgent(session, case=case, leader=leader, services=services, now=now)
     if previous is not None:
         push_to_staff(
             session,
@@ -77,24 +82,31 @@ async def notify_staff(
     services: Services,
     now: datetime,
     flag: str = "",
+    footer: str = m.CARD_FOOTER_WORK,
 ) -> None:
-    """The case card, headed by `flag` when it arrives for a reason (退回, 上报). The reporter's phone
-    is masked: staff call through the platform, not from a push."""
+    """The case card, headed by `flag` when it arrives for a reason (退回, 上报, 转派 …) and ending with
+    what to reply (`footer`). It carries the recipient's short reference (#3) for replies. The
+    reporter's phone is masked, and no openid is shown: staff call through the platform."""
+    ref = await cases.ref_for(session, staff=staff, case=case)
     reporter = await session.get(Resident, case.resident_id) if case.resident_id else None
     phone = reporter.phone if reporter else None
-    ref = services.grids.refs.get(case.grid_id) if case.grid_id is not None else None
+    grid = services.grids.refs.get(case.grid_id) if case.grid_id is not None else None
     if case.confidence < services.confirm_below:
         category = m.CATEGORY_TO_CONFIRM.format(category=case.category, number=case.number)
     else:
         category = case.category
     content = m.PUSH_NEW_CASE.format(
         urgent=m.URGENT_FLAG if case.urgent else "",
+        title=m.CARD_TITLE if flag else m.CARD_TITLE_NEW,
         number=case.number,
+        ref=ref,
         category=category,
         place=place_of(case),
-        grid=ref.name if ref else "—",
+        grid=grid.name if grid else "—",
         description=mask_phones_in(case.description),
         contact=m.CONTACT_LINE.format(phone=mask_phone(phone)) if phone else "",
+        due=m.CARD_DUE.format(due=show(case.due_at, services.zone)) if case.due_at else "",
+        footer=footer.format(ref=ref),
     )
     push_to_staff(session, staff=staff, content=flag + content, now=now, case_id=case.id)
 

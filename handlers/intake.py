@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from handlers import abuse
 from handlers import messages as m
 from handlers.context import Outcome, Services
 from handlers.dispatching import notify_residents, place_of, route_case
@@ -85,7 +86,7 @@ async def on_voice(
     services: Services,
     now: datetime,
     outcome: Outcome,
-) -> str:
+) -> str | None:
     """Voice with WeChat's Recognition text is a text report; the recording is kept on the case."""
     reply = await on_text(msg, resident, session, services, now, outcome)
     if outcome.case_id is not None and msg.media_id:
@@ -131,7 +132,7 @@ async def on_text(
     services: Services,
     now: datetime,
     outcome: Outcome,
-) -> str:
+) -> str | None:
     text = (msg.text or "").strip()
     lat = lon = None
     if resident.last_location_at is not None and resident.last_location_at >= window_start(
@@ -158,6 +159,8 @@ async def on_text(
         if original is not None:
             return await _repeat(session, resident, original, u, text, now, outcome, services)
 
+    if (capped := await abuse.over_case_cap(session, resident=resident, services=services, now=now)) is not None:
+        return capped
     case = await _new_case(session, resident, u, text, services, now, lat=lat, lon=lon)
     number = case.number
     outcome.case_id = case.id

@@ -1,4 +1,4 @@
-"""Leaders' commands in chat: 接单, 办结, 我的工单, 帮助."""
+"""Leaders' everyday commands in chat: 接单, 进展, 办结 (and its photo), 工单, 改类, 我的工单, 帮助."""
 
 from __future__ import annotations
 
@@ -7,38 +7,44 @@ from datetime import datetime, timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from handlers import messages as m
-from handlers.commands import Command, parse_command
+from handlers.casework import MINE_WORKING, apply, candidates, command_target, grid_name, verb
+from handlers.closing import announce_resolved
 from handlers.context import Services
-from handlers.dispatching import notify_residents, place_of
-from handlers.routing import Filter, Router
+from handlers.deadlines import show
+from handlers.dispatching import notify_residents, notify_staff, place_of
+from handlers.pushes import push_to_staff
+from handlers.routing import Router
 from handlers.text import mask_phone, mask_phones_in
 from handlers.types import Inbound
 from storage import cases, grids
-from storage.lifecycle import OPEN_STATUSES, Action, IllegalTransition, Role, Status
+from storage.lifecycle import OPEN_STATUSES, Action, Status, first_allowed
 from storage.models import Case, Resident, Staff
 
 router = Router("leader")
 
 PROOF_WINDOW_MINUTES = 10
-
-
-def verb(*verbs: str) -> Filter:
-    def match(msg: Inbound) -> bool:
-        cmd = parse_command(msg.text or "")
-        return cmd is not None and cmd.verb in verbs
-
-    return match
+# Everything a staff member may look at or act on when the number is left out.
+ANY_OPEN = (
+    ("assignee_id", OPEN_STATUSES),
+    ("transfer_to_id", frozenset({Status.TRANSFERRING})),
+    ("verifier_id", frozenset({Status.VERIFYING})),
+)
 
 
 @router.message(verb("接单"))
 async def accept(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
-    found = await command_target(msg, staff, session, services, frozenset({Status.DISPATCHED}))
+    """接单: take a dispatched case, or take over a case transferred (转派) to one's grid or department."""
+    pools = (("assignee_id", frozenset({Status.DISPATCHED})), ("transfer_to_id", frozenset({Status.TRANSFERRING})))
+    found = await command_target(msg, staff, session, services, pools)
     if isinstance(found, str):
         return found
-    cmd, case = found
-    illegal = await apply_action(session, case, staff, Action.ACCEPT, cmd.note or None, now)
-    if illegal:
-        return illegal
+    cmd, case, roles = found
+    action = first_allowed(case.status, (Action.ACCEPT, Action.TAKE_TRANSFER))
+    if action is Action.TAKE_TRANSFER:
+        return await _take_transfer(session, case, staff, roles, services, now)
+    refusal = await apply(session, case, staff, Action.ACCEPT, roles, now, cmd.note or None)
+    if refusal:
+        return refusal
     case.assignee_id = staff.id
     await notify_residents(
         session,
@@ -49,40 +55,94 @@ async def accept(msg: Inbound, staff: Staff, session: AsyncSession, services: Se
     return m.ACCEPTED.format(number=case.number, category=case.category, place=place_of(case))
 
 
+async def _take_transfer(
+    session: AsyncSession, case: Case, staff: Staff, roles: frozenset, services: Services, now: datetime
+) -> str:
+    """The target of a 转派 takes it: from now on the case is theirs, on their grid or department."""
+    owner = await session.get(Staff, case.assignee_id) if case.assignee_id else None
+    target_grid = case.transfer_grid_id
+    refusal = await apply(session, case, staff, Action.TAKE_TRANSFER, roles, now)
+    if refusal:
+        return refusal
+    case.grid_id, case.assignee_id = target_grid, staff.id
+    case.transfer_grid_id = case.transfer_to_id = None
+    target = grid_name(services, target_grid)
+    await notify_residents(
+        session, case=case, now=now, content=m.PUSH_TRANSFERRED.format(number=case.number, target=target)
+    )
+    if owner is not None and owner.id != staff.id:
+        content = m.PUSH_TRANSFER_TAKEN.format(number=case.number, target=target, leader=staff.name)
+        push_to_staff(session, staff=owner, content=content, now=now, case_id=case.id)
+    return m.TRANSFER_TAKEN.format(number=case.number, category=case.category, place=place_of(case))
+
+
 @router.message(verb("办结"))
 async def resolve(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
-    candidates = frozenset({Status.DISPATCHED, Status.ACCEPTED, Status.IN_PROGRESS})
-    found = await command_target(msg, staff, session, services, candidates, note_needed=m.RESOLVE_NEEDS_NOTE)
+    """办结: resolved, the residents told and asked to rate it — or, for a category that needs 核查,
+    handed to the verifier first."""
+    found = await command_target(msg, staff, session, services, (MINE_WORKING,), note_needed=m.RESOLVE_NEEDS_NOTE)
     if isinstance(found, str):
         return found
-    cmd, case = found
-    illegal = await apply_action(session, case, staff, Action.RESOLVE, cmd.note, now)
-    if illegal:
-        return illegal
+    cmd, case, roles = found
+    if services.classifier.needs_verification(case.category):
+        verifier = await _verifier(session, case)
+        if verifier is not None and verifier.id != staff.id:
+            return await _submit(session, case, staff, roles, verifier, cmd.note, services, now)
+    refusal = await apply(session, case, staff, Action.RESOLVE, roles, now, cmd.note)
+    if refusal:
+        return refusal
     case.assignee_id = case.assignee_id or staff.id
-    await notify_residents(
-        session, case=case, now=now, content=m.PUSH_RESOLVED.format(number=case.number, note=cmd.note)
-    )
+    await announce_resolved(session, case=case, note=cmd.note, now=now)
     return m.RESOLVED.format(number=case.number)
+
+
+async def _verifier(session: AsyncSession, case: Case) -> Staff | None:
+    """Who confirms a 办结 (核查): the nearest 核查员 at or above the case's grid, else the leader of
+    the level above whoever did the work (the 社区 for a 网格)."""
+    node = await grids.get_node(session, case.grid_id) if case.grid_id is not None else None
+    if node is None:
+        return None
+    inspector = await grids.nearest(session, node, "inspector")
+    if inspector is not None:
+        return inspector
+    worker = await session.get(Staff, case.assignee_id) if case.assignee_id else None
+    own = await grids.get_node(session, worker.grid_id) if worker else node
+    parent = await grids.get_node(session, own.parent_id) if own and own.parent_id else None
+    return await grids.leader_for(session, parent) if parent else None
+
+
+async def _submit(
+    session: AsyncSession,
+    case: Case,
+    staff: Staff,
+    roles: frozenset,
+    verifier: Staff,
+    note: str,
+    services: Services,
+    now: datetime,
+) -> str:
+    refusal = await apply(session, case, staff, Action.SUBMIT, roles, now, note)
+    if refusal:
+        return refusal
+    case.assignee_id = case.assignee_id or staff.id
+    case.verifier_id = verifier.id
+    flag = m.VERIFY_FLAG.format(by=staff.name, note=note)
+    await notify_staff(
+        session, staff=verifier, case=case, services=services, now=now, flag=flag, footer=m.CARD_FOOTER_VERIFY
+    )
+    return m.SUBMITTED.format(number=case.number, verifier=verifier.name)
 
 
 @router.message(verb("进展"))
 async def progress(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     """进展: a progress note on the timeline, passed on to the residents."""
-    found = await command_target(
-        msg,
-        staff,
-        session,
-        services,
-        frozenset({Status.DISPATCHED, Status.ACCEPTED, Status.IN_PROGRESS}),
-        note_needed=m.PROGRESS_NEEDS_NOTE,
-    )
+    found = await command_target(msg, staff, session, services, (MINE_WORKING,), note_needed=m.PROGRESS_NEEDS_NOTE)
     if isinstance(found, str):
         return found
-    cmd, case = found
-    illegal = await apply_action(session, case, staff, Action.PROGRESS, cmd.note, now)
-    if illegal:
-        return illegal
+    cmd, case, roles = found
+    refusal = await apply(session, case, staff, Action.PROGRESS, roles, now, cmd.note)
+    if refusal:
+        return refusal
     case.assignee_id = case.assignee_id or staff.id
     await notify_residents(
         session, case=case, now=now, content=m.PUSH_PROGRESS.format(number=case.number, note=cmd.note)
@@ -92,11 +152,12 @@ async def progress(msg: Inbound, staff: Staff, session: AsyncSession, services: 
 
 @router.message(verb("工单"))
 async def case_timeline(msg: Inbound, staff: Staff, session: AsyncSession, services: Services) -> str:
-    """工单 G…: the case and its whole timeline, for staff who may act on it (phones masked)."""
-    found = await command_target(msg, staff, session, services, OPEN_STATUSES)
+    """工单 G…: the case and its whole timeline, for staff who stand in some relation to it (phones
+    masked, no openids)."""
+    found = await command_target(msg, staff, session, services, ANY_OPEN)
     if isinstance(found, str):
         return found
-    cmd, case = found
+    _cmd, case, _roles = found
     reporter = await session.get(Resident, case.resident_id) if case.resident_id else None
     lines = [
         m.CASE_TIMELINE_HEADER.format(
@@ -109,6 +170,7 @@ async def case_timeline(msg: Inbound, staff: Staff, session: AsyncSession, servi
             contact=f"\n{m.CONTACT_LINE.format(phone=mask_phone(reporter.phone)).strip()}"
             if reporter and reporter.phone
             else "",
+            due=m.CASE_TIMELINE_DUE.format(due=show(case.due_at, services.zone)) if case.due_at else "",
         )
     ]
     for e in await cases.timeline(session, case.id or 0):
@@ -122,8 +184,9 @@ async def case_timeline(msg: Inbound, staff: Staff, session: AsyncSession, servi
 @router.message(lambda msg: msg.kind == "image")
 async def proof_photo(msg: Inbound, staff: Staff, session: AsyncSession, now: datetime) -> str:
     """A photo sent right after 办结 is the proof of it."""
+    since = now - timedelta(minutes=PROOF_WINDOW_MINUTES)
     case = await cases.last_action_by(
-        session, staff_id=staff.id or 0, action=Action.RESOLVE, since=now - timedelta(minutes=PROOF_WINDOW_MINUTES)
+        session, staff_id=staff.id or 0, actions=(Action.RESOLVE, Action.SUBMIT), since=since
     )
     if case is None:
         return m.STAFF_PHOTO_UNUSED.format(minutes=PROOF_WINDOW_MINUTES)
@@ -143,14 +206,13 @@ async def proof_photo(msg: Inbound, staff: Staff, session: AsyncSession, now: da
 @router.message(verb("改类"))
 async def reclassify(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     """改类: the leader corrects the category; the text and the right answer become a training example."""
-    cmd = parse_command(msg.text or "")
-    assert cmd is not None
+    found = await command_target(msg, staff, session, services, (("assignee_id", OPEN_STATUSES),))
+    if isinstance(found, str):
+        return found
+    cmd, case, _roles = found
     names = services.classifier.category_names()
     if cmd.note not in names:
         return m.RECLASSIFY_USAGE.format(categories="、".join(names))
-    case, refusal = await target(session, staff, cmd, services, candidates=OPEN_STATUSES)
-    if case is None:
-        return refusal
     before = case.category
     case.category, case.confidence, case.updated_at = cmd.note, 1.0, now
     session.add(case)
@@ -170,103 +232,36 @@ async def reclassify(msg: Inbound, staff: Staff, session: AsyncSession, services
 
 
 @router.message(verb("我的工单"))
-async def my_cases(staff: Staff, session: AsyncSession, now: datetime) -> str:
-    mine = await cases.open_cases_of_assignee(session, staff_id=staff.id or 0)
+async def my_cases(staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
+    """我的工单: everything waiting for this person, oldest first, with its #reference and deadline."""
+    mine = await candidates(session, staff, (*ANY_OPEN, ("extension_approver_id", OPEN_STATUSES)))
     if not mine:
         return m.MY_CASES_EMPTY
-    lines = [
-        m.MY_CASE_LINE.format(
-            number=c.number,
-            status=c.status,
-            category=c.category,
-            place=place_of(c),
-            age=_age(now, c.created_at),
+    lines = []
+    for c in mine:
+        if c.due_at is None:
+            due = ""
+        elif c.due_at < now:
+            due = m.MY_CASE_OVERDUE
+        else:
+            due = m.MY_CASE_DUE.format(due=show(c.due_at, services.zone))
+        lines.append(
+            m.MY_CASE_LINE.format(
+                ref=await cases.ref_for(session, staff=staff, case=c),
+                number=c.number,
+                status=c.status,
+                category=c.category,
+                place=place_of(c),
+                age=_age(now, c.created_at),
+                due=due,
+            )
         )
-        for c in mine
-    ]
     return "\n".join([m.MY_CASES_HEADER.format(count=len(mine)), *lines])
 
 
 @router.message()
 async def staff_help() -> str:
     return m.STAFF_HELP
-
-
-async def apply_action(
-    session: AsyncSession, case: Case, staff: Staff, action: Action, note: str | None, now: datetime
-) -> str | None:
-    """Apply a staff member's action through the state machine; the refusal when it does not allow it."""
-    role = Role.DISPATCHER if staff.role == "dispatcher" else Role.LEADER
-    try:
-        await cases.transition(
-            session,
-            case=case,
-            action=action,
-            role=role,
-            now=now,
-            actor_kind="staff",
-            actor_id=staff.id,
-            note=note,
-        )
-    except IllegalTransition:
-        return m.ILLEGAL.format(number=case.number, status=case.status, verb=action.value)
-    return None
-
-
-async def command_target(
-    msg: Inbound,
-    staff: Staff,
-    session: AsyncSession,
-    services: Services,
-    candidates: frozenset[Status],
-    *,
-    note_needed: str | None = None,
-) -> tuple[Command, Case] | str:
-    """The command and the case it is about, or the reply that says why not (no such case, not
-    yours, several to choose from, or — with `note_needed` — the note/reason that must come with it)."""
-    cmd = parse_command(msg.text or "")
-    assert cmd is not None
-    case, refusal = await target(session, staff, cmd, services, candidates=candidates)
-    if case is None:
-        return refusal
-    if note_needed is not None and not cmd.note:
-        return note_needed.format(number=case.number, verb=cmd.verb)
-    return cmd, case
-
-
-async def target(
-    session: AsyncSession, staff: Staff, cmd: Command, services: Services, candidates: frozenset[Status]
-) -> tuple[Case | None, str]:
-    """The case a command is about, or None and the reason: by number, or the only candidate."""
-    if cmd.number is None:
-        mine = await cases.open_cases_of_assignee(session, staff_id=staff.id or 0, statuses=candidates)
-        if len(mine) == 1:
-            return mine[0], ""
-        if not mine:
-            return None, m.NO_OPEN_CASE.format(verb=cmd.verb)
-        lines = "\n".join(f"{c.number} {c.category} · {place_of(c)}" for c in mine[:10])
-        return None, m.WHICH_CASE.format(count=len(mine), verb=cmd.verb, example=mine[0].number, lines=lines)
-    case = await cases.case_by_number(session, cmd.number)
-    if case is None:
-        return None, m.CASE_NOT_FOUND.format(number=cmd.number)
-    if not await may_act(session, staff, case):
-        return None, m.NOT_YOURS.format(number=case.number, grid=grid_name(services, case.grid_id), verb=cmd.verb)
-    return case, ""
-
-
-async def may_act(session: AsyncSession, staff: Staff, case: Case) -> bool:
-    """The assignee, or a leader or dispatcher whose grid is the case's grid or one of its ancestors."""
-    if case.assignee_id == staff.id:
-        return True
-    if staff.role not in ("leader", "dispatcher") or case.grid_id is None:
-        return False
-    node = await grids.get_node(session, case.grid_id)
-    return node is not None and staff.grid_id in grids.ancestor_ids(node)
-
-
-def grid_name(services: Services, grid_id: int | None) -> str:
-    ref = services.grids.refs.get(grid_id) if grid_id is not None else None
-    return ref.name if ref else "其他网格"
 
 
 async def _actor_name(session: AsyncSession, kind: str, actor_id: int | None) -> str:

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from handlers import escalation, intake, leader, resident
+from handlers import abuse, closing, escalation, feedback, holds, intake, leader, resident
 from handlers import messages as m
 from handlers.context import Outcome, Services
 from handlers.routing import Dispatcher
@@ -14,9 +14,10 @@ from handlers.types import Inbound
 from storage import grids
 from storage.cases import resident_for
 
-# Staff are recognised by their authenticated openid, never by anything they type.
-staff_dispatcher = Dispatcher(escalation.router, leader.router)
-resident_dispatcher = Dispatcher(resident.router, intake.router)
+# Staff are recognised by their authenticated openid or WeCom user id, never by anything they type.
+# leader.router ends with the help text for anything else, so it comes last.
+staff_dispatcher = Dispatcher(escalation.router, holds.router, closing.router, abuse.router, leader.router)
+resident_dispatcher = Dispatcher(resident.router, feedback.router, intake.router)
 
 
 async def handle(session: AsyncSession, msg: Inbound, services: Services, now: datetime) -> tuple[str | None, Outcome]:
@@ -38,5 +39,9 @@ async def handle(session: AsyncSession, msg: Inbound, services: Services, now: d
     if staff is not None and (msg.kind == "image" or (msg.kind in ("text", "voice") and msg.text)):
         context["staff"] = staff
         return await staff_dispatcher.feed(msg, context), outcome
-    context["resident"] = await resident_for(session, openid=msg.sender, now=now)
+    context["resident"] = person = await resident_for(session, openid=msg.sender, now=now)
+    if msg.kind != "event":
+        go_on, reply = await abuse.gate(session, resident=person, services=services, now=now)
+        if not go_on:
+            return reply, outcome
     return await resident_dispatcher.feed(msg, context), outcome

@@ -9,7 +9,7 @@ from shapely.geometry import Point, Polygon
 from shapely.prepared import PreparedGeometry, prep
 
 from handlers.text import canonical_place, place_variants
-from storage.grids import GridFile, NodeSpec
+from storage.grids import GridFile, NodeSpec, ancestor_ids
 from storage.models import GridNode
 
 _GENERIC = re.compile("小区|社区")
@@ -40,6 +40,10 @@ class GridIndex:
         self.refs = {
             n.id: GridRef(n.id, n.code, n.name, n.level, n.path.count("/") - 2) for n in nodes if n.id is not None
         }
+        # Each node's ids from itself up to the root (网格 → 社区 → 街道).
+        self._lines = {n.id: ancestor_ids(n) for n in nodes if n.id is not None}
+        # Grid groups with a WeCom robot, by node id.
+        self.robots = {n.id: n.robot_key for n in nodes if n.id is not None and n.robot_key}
         self._shapes: list[tuple[GridRef, PreparedGeometry]] = []
         self._phrases: list[tuple[str, GridRef]] = []
         self._departments: list[tuple[str, GridRef]] = []
@@ -116,6 +120,26 @@ class GridIndex:
 
         walk(grid.nodes, "/")
         return cls(nodes)
+
+    def line(self, grid_id: int | None) -> list[int]:
+        """Ids from the node up to the root; [] for an unknown or missing node."""
+        return self._lines.get(grid_id, []) if grid_id is not None else []
+
+    def within(self, grid_id: int | None, ancestor_id: int, *, strictly: bool = False) -> bool:
+        """Is `grid_id` the node `ancestor_id` or below it (strictly: below it only)?"""
+        line = self.line(grid_id)
+        return ancestor_id in (line[1:] if strictly else line)
+
+    def subtree(self, grid_id: int) -> list[int]:
+        """The node and every node below it."""
+        return [node for node, line in self._lines.items() if grid_id in line]
+
+    def group_of(self, grid_id: int | None) -> tuple[GridRef, str] | None:
+        """The nearest grid group with a robot, from the node up: (its node, the robot key)."""
+        for node in self.line(grid_id):
+            if node in self.robots:
+                return self.refs[node], self.robots[node]
+        return None
 
     def root(self) -> GridRef | None:
         roots = [r for r in self.refs.values() if r.depth == 0 and r.level != DEPARTMENT_LEVEL]

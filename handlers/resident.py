@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from handlers import messages as m
-from handlers.commands import find_case_number, half_width
+from handlers.commands import find_case_number, half_width, parse_command
 from handlers.context import Services
 from handlers.dispatching import place_of
 from handlers.routing import Router
@@ -15,22 +15,26 @@ from storage.models import Resident
 
 router = Router("resident")
 
-_STAFF_VERBS = ("接单", "进展", "办结", "退回", "上报", "派遣", "改类", "我的工单", "工单")
 
-
-def _staff_verb(msg: Inbound) -> bool:
-    return msg.kind == "text" and half_width(msg.text or "").startswith(_STAFF_VERBS)
+def _staff_command(msg: Inbound) -> bool:
+    """A staff command from someone who is not staff: the verb alone or with a case reference
+    ("接单", "办结 G…"). "上报一个问题：…" is a resident's report, not a command."""
+    if msg.kind != "text":
+        return False
+    cmd = parse_command(msg.text or "")
+    return cmd is not None and cmd.verb != "帮助" and (cmd.number is not None or cmd.ref is not None or not cmd.note)
 
 
 def _query(msg: Inbound) -> bool:
     return msg.kind == "text" and half_width(msg.text or "").startswith("查询")
 
 
-@router.message(_staff_verb)
-async def on_staff_verb(msg: Inbound) -> str:
-    """Someone who is not staff tried a leader command: refuse, and say how to report instead."""
-    verb = next(v for v in _STAFF_VERBS if half_width(msg.text or "").startswith(v))
-    return m.STAFF_ONLY.format(verb=verb)
+@router.message(_staff_command)
+async def on_staff_command(msg: Inbound) -> str:
+    """Someone who is not staff tried a staff command: refuse, and say how to report instead."""
+    cmd = parse_command(msg.text or "")
+    assert cmd is not None
+    return m.STAFF_ONLY.format(verb=cmd.verb)
 
 
 @router.message(_query)

@@ -42,6 +42,11 @@ class Router:
         return register
 
 
+class SkipHandler(Exception):
+    """Raised by a handler that matched but has nothing to do: the next matching route gets the message
+    (aiogram's SkipHandler)."""
+
+
 class Dispatcher:
     """Offers a message to the routers in order; the first matching route answers."""
 
@@ -53,7 +58,10 @@ class Dispatcher:
             for route in router.routes:
                 if route.matches(msg):
                     kwargs = {name: context[name] for name in route.params}
-                    return await route.handler(**kwargs)
+                    try:
+                        return await route.handler(**kwargs)
+                    except SkipHandler:
+                        continue
         return None
 
 

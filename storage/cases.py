@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, tzinfo
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.lifecycle import OPEN_STATUSES, Action, Role, Status, next_status
-from storage.models import Case, CaseCounter, CaseEvent, CaseFollower, LabelledExample, Resident
+from storage.lifecycle import FINAL_STATUSES, OPEN_STATUSES, Action, Role, Status, next_status
+from storage.models import Case, CaseCounter, CaseEvent, CaseFollower, CaseRef, LabelledExample, Resident, Staff
 
 
 async def next_case_number(session: AsyncSession, *, now: datetime, zone: tzinfo) -> str:
@@ -120,28 +120,40 @@ async def add_event(
     return event
 
 
+# Entering these states means someone has the case in hand: it counts as accepted (响应).
+_IN_HAND = frozenset({Status.ACCEPTED, Status.IN_PROGRESS, Status.VERIFYING, Status.RESOLVED})
+
+
 async def transition(
     session: AsyncSession,
     *,
     case: Case,
     action: Action,
-    role: Role,
+    roles: Role | frozenset[Role],
     now: datetime,
     actor_kind: str,
     actor_id: int | None = None,
     note: str | None = None,
+    media_id: str | None = None,
 ) -> Case:
-    """Apply one row of the state machine and record it on the timeline (raises IllegalTransition)."""
+    """Apply one row of the state machine and record it on the timeline (raises IllegalTransition,
+    or NotAllowed when the row exists but not for these roles)."""
     before = case.status
-    case.status = next_status(before, action, role)
+    case.status = next_status(before, action, roles)
     case.updated_at = now
     if action is Action.DISPATCH:
         case.dispatched_at = now
-    elif action in (Action.ACCEPT, Action.PROGRESS):
+    if case.status in _IN_HAND:
         case.accepted_at = case.accepted_at or now
-    elif action is Action.RESOLVE:
-        case.accepted_at = case.accepted_at or now
+    if case.status is Status.RESOLVED:
         case.resolved_at = now
+    if case.status in FINAL_STATUSES:
+        case.closed_at = now
+    if action is Action.REOPEN:
+        case.resolved_at = None
+        case.reopen_count += 1
+    elif action is Action.REWORK:
+        case.rework_count += 1
     session.add(case)
     await add_event(
         session,
@@ -151,6 +163,7 @@ async def transition(
         actor_id=actor_id,
         now=now,
         note=note,
+        media_id=media_id,
         from_status=before,
         to_status=case.status,
     )
@@ -168,12 +181,51 @@ async def get_case(session: AsyncSession, case_id: int) -> Case | None:
 async def open_cases_of_assignee(
     session: AsyncSession, *, staff_id: int, statuses: frozenset[Status] = OPEN_STATUSES
 ) -> list[Case]:
+    return await waiting_for(session, staff_id=staff_id, via="assignee_id", statuses=statuses)
+
+
+# The columns that name who a case waits for: its assignee, a 转派 target, a verifier, or whoever
+# decides a 延期.
+WAITING_VIA = ("assignee_id", "transfer_to_id", "verifier_id", "extension_approver_id")
+
+
+async def waiting_for(
+    session: AsyncSession, *, staff_id: int, via: str, statuses: frozenset[Status] = OPEN_STATUSES
+) -> list[Case]:
+    """Cases in `statuses` whose `via` column names this staff member, oldest first."""
+    assert via in WAITING_VIA
+    column = getattr(Case, via)
     stmt = (
         select(Case)
-        .where(Case.assignee_id == staff_id, col(Case.status).in_(list(statuses)))
+        .where(column == staff_id, col(Case.status).in_(list(statuses)))
         .order_by(col(Case.created_at), col(Case.id))
     )
     return list((await session.exec(stmt)).all())
+
+
+async def ref_for(session: AsyncSession, *, staff: Staff, case: Case) -> int:
+    """The short reference (#N) by which `staff` may name `case`: the one they were given before,
+    else the next of their own counter (never reused, so an old card can never name a new case)."""
+    assert staff.id is not None and case.id is not None
+    existing = (
+        await session.exec(select(CaseRef.ref).where(CaseRef.staff_id == staff.id, CaseRef.case_id == case.id))
+    ).first()
+    if existing is not None:
+        return int(existing)
+    stmt = (
+        update(Staff)
+        .where(col(Staff.id) == staff.id)
+        .values(last_ref=Staff.last_ref + 1)
+        .returning(col(Staff.last_ref))
+    )
+    ref = int((await session.exec(stmt)).scalar_one())  # type: ignore[call-overload]
+    session.add(CaseRef(staff_id=staff.id, ref=ref, case_id=case.id))
+    return ref
+
+
+async def case_by_ref(session: AsyncSession, *, staff_id: int, ref: int) -> Case | None:
+    row = await session.get(CaseRef, (staff_id, ref))
+    return await session.get(Case, row.case_id) if row else None
 
 
 async def open_cases_for_resident(session: AsyncSession, *, resident_id: int) -> list[Case]:
@@ -206,6 +258,56 @@ async def latest_case_of_resident(session: AsyncSession, *, resident_id: int, si
     return (await session.exec(stmt)).first()
 
 
+async def open_in_grids(session: AsyncSession, *, grid_ids: list[int]) -> list[Case]:
+    """Open cases on any of these grid nodes, oldest first."""
+    stmt = (
+        select(Case)
+        .where(col(Case.grid_id).in_(grid_ids), col(Case.status).in_(list(OPEN_STATUSES)))
+        .order_by(col(Case.created_at), col(Case.id))
+    )
+    return list((await session.exec(stmt)).all())
+
+
+async def count_reported(session: AsyncSession, *, resident_id: int, since: datetime) -> int:
+    """How many cases this resident reported since `since`."""
+    stmt = select(func.count()).where(Case.resident_id == resident_id, col(Case.created_at) >= since)
+    return int((await session.exec(stmt)).one())
+
+
+async def awaiting_rating(session: AsyncSession, *, resident_id: int) -> Case | None:
+    """The reporter's case most recently sent for their rating (待评价)."""
+    stmt = (
+        select(Case)
+        .where(Case.resident_id == resident_id, Case.status == Status.AWAITING_RATING)
+        .order_by(col(Case.resolved_at).desc(), col(Case.id).desc())
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()
+
+
+async def suspended_until_before(session: AsyncSession, *, now: datetime, limit: int = 100) -> list[int]:
+    """挂起 cases whose date has come."""
+    stmt = (
+        select(Case.id)
+        .where(Case.status == Status.SUSPENDED, col(Case.suspended_until) <= now)
+        .order_by(col(Case.suspended_until), col(Case.id))
+        .limit(limit)
+    )
+    return [int(i) for i in (await session.exec(stmt)).all() if i is not None]
+
+
+async def claim_suspended(session: AsyncSession, *, case_id: int, now: datetime) -> Case | None:
+    """Lock a 挂起 case whose date has come for waking; None when another process woke it first."""
+    stmt = (
+        update(Case)
+        .where(col(Case.id) == case_id, col(Case.status) == Status.SUSPENDED, col(Case.suspended_until) <= now)
+        .values(suspended_until=None, updated_at=now)
+    )
+    if (await session.exec(stmt)).rowcount != 1:  # type: ignore[call-overload]
+        return None
+    return await session.get(Case, case_id)
+
+
 async def unplaced_before(session: AsyncSession, *, before: datetime, limit: int = 100) -> list[int]:
     """Cases still without a grid (the resident never said where) reported before `before`."""
     stmt = (
@@ -234,14 +336,16 @@ async def timeline(session: AsyncSession, case_id: int) -> list[CaseEvent]:
     return list((await session.exec(stmt)).all())
 
 
-async def last_action_by(session: AsyncSession, *, staff_id: int, action: Action, since: datetime) -> Case | None:
-    """The case on which this staff member last took `action`, if it was since `since`."""
+async def last_action_by(
+    session: AsyncSession, *, staff_id: int, actions: tuple[Action, ...], since: datetime
+) -> Case | None:
+    """The case on which this staff member last took one of `actions`, if it was since `since`."""
     stmt = (
         select(CaseEvent)
         .where(
             CaseEvent.actor_kind == "staff",
             CaseEvent.actor_id == staff_id,
-            CaseEvent.action == action,
+            col(CaseEvent.action).in_(list(actions)),
             col(CaseEvent.at) >= since,
         )
         .order_by(col(CaseEvent.at).desc(), col(CaseEvent.id).desc())
@@ -249,6 +353,17 @@ async def last_action_by(session: AsyncSession, *, staff_id: int, action: Action
     )
     event = (await session.exec(stmt)).first()
     return await session.get(Case, event.case_id) if event else None
+
+
+async def last_note(session: AsyncSession, *, case_id: int, action: Action) -> str | None:
+    """The note of the case's latest event of this kind (e.g. the 办结 note a verifier confirmed)."""
+    stmt = (
+        select(CaseEvent.note)
+        .where(CaseEvent.case_id == case_id, CaseEvent.action == action)
+        .order_by(col(CaseEvent.at).desc(), col(CaseEvent.id).desc())
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()
 
 
 def window_start(now: datetime, minutes: int) -> datetime:
@@ -276,6 +391,10 @@ async def follow(session: AsyncSession, *, case: Case, resident: Resident, now: 
     assert case.id is not None and resident.id is not None
     if await session.get(CaseFollower, (case.id, resident.id)) is None:
         session.add(CaseFollower(case_id=case.id, resident_id=resident.id, since=now))
+
+
+async def reporter(session: AsyncSession, case: Case) -> Resident | None:
+    return await session.get(Resident, case.resident_id) if case.resident_id else None
 
 
 async def audience(session: AsyncSession, case: Case) -> list[Resident]:

@@ -137,10 +137,10 @@ def ancestor_ids(node: GridNode) -> list[int]:
 
 async def leader_for(session: AsyncSession, node: GridNode) -> Staff | None:
     """The leader responsible for `node`: its own, else the nearest ancestor's (网格 → 社区 → 街道)."""
-    return await _nearest(session, node, "leader")
+    return await nearest(session, node, "leader")
 
 
-async def _nearest(session: AsyncSession, node: GridNode, role: str) -> Staff | None:
+async def nearest(session: AsyncSession, node: GridNode, role: str) -> Staff | None:
     """The first active staff member of `role` at `node` or above it."""
     for node_id in ancestor_ids(node):
         stmt = (
@@ -157,7 +157,7 @@ async def _nearest(session: AsyncSession, node: GridNode, role: str) -> Staff | 
 
 async def dispatcher_for(session: AsyncSession, node: GridNode) -> Staff | None:
     """The 调度员 nearest above (or at) `node`; where there is none, the top level's leader."""
-    staff = await _nearest(session, node, "dispatcher")
+    staff = await nearest(session, node, "dispatcher")
     if staff is not None:
         return staff
     root = await get_node(session, ancestor_ids(node)[-1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -63,6 +63,12 @@ async def unprocessed(session: AsyncSession, *, received_before: datetime, limit
         .limit(limit)
     )
     return [int(i) for i in (await session.exec(stmt)).all() if i is not None]
+
+
+async def count_from(session: AsyncSession, *, sender: str, since: datetime) -> int:
+    """How many messages this sender sent since `since` (rate limits)."""
+    stmt = select(func.count()).where(InboundMessage.sender == sender, col(InboundMessage.received_at) >= since)
+    return int((await session.exec(stmt)).one())
 
 
 async def get(session: AsyncSession, row_id: int) -> InboundMessage | None:

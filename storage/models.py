@@ -174,7 +174,11 @@ class InboundMessage(SQLModel, table=True):
     reply_mode: str | None = Field(default=None, max_length=20)  # passive | customer_service | none
     case_id: int | None = None
 
-    __table_args__ = (Index("ix_inbound_pending", "status", "received_at"),)
+    __table_args__ = (
+        Index("ix_inbound_pending", "status", "received_at"),
+        # Rate limits and the 48-hour window: one person's messages, newest last.
+        Index("ix_inbound_sender_received", "sender", "received_at"),
+    )
 
 
 class OutboxMessage(SQLModel, table=True):

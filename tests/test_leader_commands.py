@@ -118,7 +118,7 @@ async def test_dispatcher_cannot_accept_and_other_grids_cannot_return(wechat: We
     await wechat.text(RESIDENT, "幸福里小区路灯坏了")
     [case] = await wechat.cases()
     reply = await wechat.text(DISPATCHER, f"接单 {case.number}")
-    assert reply is not None and "不能接单" in reply
+    assert reply is not None and "“接单”须由负责的网格员操作" in reply
     reply = await wechat.text(LEADER_CH01, f"退回 {case.number} 不想管")
     assert reply is not None and "不在您负责的范围内" in reply
     [case] = await wechat.cases()

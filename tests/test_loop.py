@@ -26,7 +26,7 @@ async def test_report_is_routed_accepted_resolved_and_resident_told(wechat: WeCh
     assert case.status == Status.DISPATCHED and case.category == "道路设施"
     await wechat.deliver()
     [card] = wechat.pushes_to(LEADER_HP01)
-    assert case.number in card and "路灯坏了" in card and f"接单 {case.number}" in card
+    assert case.number in card and "路灯坏了" in card and "接单 #1" in card and "办结时限：11月29日 10:00" in card
 
     reply = await wechat.text(LEADER_HP01, "接单")
     assert reply is not None and f"已接单 {case.number}" in reply
@@ -37,8 +37,9 @@ async def test_report_is_routed_accepted_resolved_and_resident_told(wechat: WeCh
     assert reply is not None and reply.startswith(f"已办结 {case.number}，已通知居民。")
     await wechat.deliver()
     assert "已办结：已更换灯泡，恢复照明" in wechat.pushes_to(RESIDENT)[-1]
+    assert "请您评价：回复 1 满意" in wechat.pushes_to(RESIDENT)[-1]
     [case] = await wechat.cases()
-    assert case.status == Status.RESOLVED and case.accepted_at and case.resolved_at
+    assert case.status == Status.AWAITING_RATING and case.accepted_at and case.resolved_at
 
 
 async def test_missing_place_is_asked_for_and_a_pin_routes_the_same_case(wechat: WeChat) -> None:
@@ -140,7 +141,7 @@ async def test_resolved_case_cannot_be_accepted_again(wechat: WeChat) -> None:
     [case] = await wechat.cases()
     await wechat.text(LEADER_HP01, f"办结 {case.number} 已修好")
     reply = await wechat.text(LEADER_HP01, f"接单 {case.number}")
-    assert reply is not None and "当前状态为“已办结”" in reply
+    assert reply is not None and "当前状态为“待评价”" in reply
 
 
 async def test_photo_before_the_report_is_attached_to_it(wechat: WeChat) -> None:

@@ -81,6 +81,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("merged_into_id", sa.Integer(), nullable=True))
         batch_op.create_index("ix_outbox_recipient_sent", ["recipient", "channel", "sent_at"], unique=False)
 
+    with op.batch_alter_table("inbound_message", schema=None) as batch_op:
+        batch_op.create_index("ix_inbound_sender_received", ["sender", "received_at"], unique=False)
+
     with op.batch_alter_table("resident", schema=None) as batch_op:
         batch_op.add_column(sa.Column("blocked_at", storage.types.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("blocked_by", sa.Integer(), nullable=True))
@@ -104,6 +107,9 @@ def downgrade() -> None:
         batch_op.drop_column("block_reason")
         batch_op.drop_column("blocked_by")
         batch_op.drop_column("blocked_at")
+
+    with op.batch_alter_table("inbound_message", schema=None) as batch_op:
+        batch_op.drop_index("ix_inbound_sender_received")
 
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index("ix_outbox_recipient_sent")
