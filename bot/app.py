@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -21,6 +21,8 @@ from bot.wechat import ProtocolError, WeChatTransport
 from bot.wechat_api import WeChatAPI
 from handlers.classify import Classifier, KeywordTable, Model
 from handlers.context import Services
+from handlers.groups import post_daily_summaries
+from handlers.holds import wake_suspended
 from handlers.intake import dispatch_unplaced
 from handlers.places import GridIndex
 from storage import grids
@@ -133,8 +135,24 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         coalesce=True,
         next_run_time=app[CLOCK].now(),
     )
+    # Jobs whose due work lives in the database: claimed row by row, so a second process (or a
+    # restart) never repeats one.
     scheduler.add_job(
-        _dispatch_unplaced, "interval", args=[app], seconds=60, id="unplaced", max_instances=1, coalesce=True
+        _run_job, "interval", args=[app, dispatch_unplaced], seconds=60, id="unplaced", max_instances=1, coalesce=True
+    )
+    scheduler.add_job(
+        _run_job, "interval", args=[app, wake_suspended], seconds=60, id="wake", max_instances=1, coalesce=True
+    )
+    hour, minute = (int(p) for p in app[SETTINGS].group_summary_at.split(":"))
+    scheduler.add_job(
+        _run_job,
+        "cron",
+        args=[app, post_daily_summaries],
+        hour=hour,
+        minute=minute,
+        id="group_summary",
+        max_instances=1,
+        coalesce=True,
     )
     scheduler.start()
     yield
@@ -144,10 +162,14 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         await delivery
 
 
-async def _dispatch_unplaced(app: web.Application) -> None:
+Job = Callable[..., Awaitable[int]]
+
+
+async def _run_job(app: web.Application, job: Job) -> None:
+    """One scheduled pass of a job (session, *, services, now) -> how many things it did."""
     async with transaction(app[FACTORY]) as session:
-        routed = await dispatch_unplaced(session, services=app[SERVICES], now=app[CLOCK].now())
-    if routed:
+        done = await job(session, services=app[SERVICES], now=app[CLOCK].now())
+    if done:
         app[WORKER].kick()
 
 

@@ -42,12 +42,14 @@ async def gate(
     return True, None
 
 
-async def over_case_cap(session: AsyncSession, *, resident: Resident, services: Services, now: datetime) -> str | None:
-    """The reply when the resident has reported too many new problems this hour; None when not."""
+async def case_cap(
+    session: AsyncSession, *, resident: Resident, services: Services, now: datetime
+) -> tuple[bool, str | None]:
+    """May the resident open another case this hour? (yes or no, the reply when not — once an hour)."""
     count = await cases.count_reported(session, resident_id=resident.id or 0, since=now - HOUR)
     if count < services.max_cases_per_hour:
-        return None
-    return _notice_once(resident, m.CASES_CAPPED.format(count=count), now, HOUR)
+        return True, None
+    return False, _notice_once(resident, m.CASES_CAPPED.format(count=count), now, HOUR)
 
 
 def _notice_once(resident: Resident, notice: str, now: datetime, window: timedelta) -> str | None:

@@ -20,7 +20,7 @@ from handlers.dispatching import place_of
 from handlers.routing import Filter
 from handlers.types import Inbound
 from storage import cases
-from storage.lifecycle import ROLE_NAMES, Action, IllegalTransition, NotAllowed, Role, Status
+from storage.lifecycle import OPEN_STATUSES, ROLE_NAMES, Action, IllegalTransition, NotAllowed, Role, Status
 from storage.models import Case, Staff
 
 # Which cases a command may mean when the number is left out: (column naming the sender, statuses).
@@ -102,7 +102,11 @@ async def command_target(
     else:
         found = await candidates(session, staff, pools)
         if not found:
-            return m.NO_OPEN_CASE.format(verb=cmd.verb)
+            # Their only open case, in a state this verb does not fit: name it, and let the state
+            # machine say why not ("当前状态为“已派遣”，不能挂起"), rather than "nothing to do".
+            found = await candidates(session, staff, (("assignee_id", OPEN_STATUSES),))
+            if len(found) != 1:
+                return m.NO_OPEN_CASE.format(verb=cmd.verb)
         if len(found) > 1:
             lines = [
                 m.CASE_CHOICE_LINE.format(

@@ -115,8 +115,9 @@ class DateError(ValueError):
 def parse_until(note: str, *, now: datetime, zone: ZoneInfo) -> tuple[date, str]:
     """The date a 挂起 or 延期 runs to, and the rest of the note (the reason, as written).
 
-    Understands 到12月1日, 至2026-12-01, 12.1, 12/1, 3天, 明天, 后天; a month and day without a year is the next
-    such day. The date must be after today (office time)."""
+    Understands 到12月1日, 至2026-12-01, 12.1, 12/1, 3天, 明天, 后天; a month and day without a year is in
+    this year (a date behind today by more than half a year is next year's). The date must be after
+    today (office time)."""
     body = half_width(note)  # one character for one: positions hold in `note` too
     lead = _DATE_LEAD.match(body, _skip(body, 0))
     pos = lead.end() if lead else 0
@@ -127,7 +128,7 @@ def parse_until(note: str, *, now: datetime, zone: ZoneInfo) -> tuple[date, str]
             day = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
         elif m := _MONTH_DAY.match(body, pos):
             day = date(today.year, int(m.group(1)), int(m.group(2)))
-            if day <= today:
+            if (today - day).days > 180:  # "1月5日" written in December: next January
                 day = day.replace(year=today.year + 1)
         elif m := _DAYS.match(body, pos):
             day = today + timedelta(days=int(m.group(1)))

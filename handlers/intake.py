@@ -159,8 +159,9 @@ async def on_text(
         if original is not None:
             return await _repeat(session, resident, original, u, text, now, outcome, services)
 
-    if (capped := await abuse.over_case_cap(session, resident=resident, services=services, now=now)) is not None:
-        return capped
+    allowed, refusal = await abuse.case_cap(session, resident=resident, services=services, now=now)
+    if not allowed:
+        return refusal
     case = await _new_case(session, resident, u, text, services, now, lat=lat, lon=lon)
     number = case.number
     outcome.case_id = case.id
