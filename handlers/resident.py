@@ -11,9 +11,26 @@ from handlers.dispatching import place_of
 from handlers.routing import Router
 from handlers.types import Inbound
 from storage import cases
+from storage.lifecycle import Action
 from storage.models import Resident
 
 router = Router("resident")
+
+# What a resident's 查询 shows of the timeline: every step but these, and the notes of these steps only
+# (a 退回 or 返工 reason, a refused 转派 or 延期, is the office's internal business).
+_HIDDEN = frozenset({Action.BLOCK, Action.RECLASSIFY})
+_PUBLIC_NOTES = frozenset(
+    {
+        Action.DISPATCH,
+        Action.REROUTE,
+        Action.PROGRESS,
+        Action.RESOLVE,
+        Action.SUSPEND,
+        Action.APPROVE_EXTENSION,
+        Action.MARK_DUPLICATE,
+        Action.MARK_UNFOUNDED,
+    }
+)
 
 
 def _staff_command(msg: Inbound) -> bool:
@@ -61,8 +78,10 @@ async def on_query(msg: Inbound, resident: Resident, session: AsyncSession, serv
         )
     ]
     for e in await cases.timeline(session, case.id or 0):
-        # Staff and system steps are shown with their note; residents' own words stay private.
-        note = f"：{e.note[:60]}" if e.note and e.actor_kind != "resident" else ""
+        if e.action in _HIDDEN:
+            continue
+        # Notes meant for residents are shown; staff's internal reasons and residents' own words are not.
+        note = f"：{e.note[:60]}" if e.note and e.action in _PUBLIC_NOTES and e.actor_kind != "resident" else ""
         at = e.at.astimezone(services.zone).strftime("%m-%d %H:%M")
         lines.append(m.RESIDENT_TIMELINE_LINE.format(at=at, action=e.action, note=note))
     return "\n".join(lines)

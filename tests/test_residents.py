@@ -151,3 +151,16 @@ async def test_dispatcher_blocks_and_unblocks_the_reporter_of_a_case(wechat: WeC
     assert (await wechat.text(RESIDENT, "春晖园小区噪音扰民") or "").startswith("已受理")
     other = await wechat.text(LEADER_CH01, f"屏蔽 {case.number} 广告")
     assert other is not None and "不在您负责的范围内" in other
+
+
+async def test_query_shows_residents_the_steps_but_not_the_offices_internal_reasons(wechat: WeChat) -> None:
+    await wechat.text(RESIDENT, REPORT)
+    [case] = await wechat.cases()
+    await wechat.text(LEADER_HP01, "转派 #1 春晖园 这片路灯归春晖管")
+    await wechat.text(LEADER_CH01, "拒收 #1 产权不清，别甩锅")
+    await wechat.text(LEADER_HP01, "进展 已联系供电所，明天维修")
+    await wechat.text(DISPATCHER, f"屏蔽 {case.number} 测试")
+    await wechat.text(DISPATCHER, f"解除屏蔽 {case.number}")
+    reply = await wechat.text(RESIDENT, f"查询 {case.number}")
+    assert reply is not None and "转派" in reply and "拒收" in reply and "进展：已联系供电所，明天维修" in reply
+    assert "别甩锅" not in reply and "春晖管" not in reply and "屏蔽" not in reply and "测试" not in reply
