@@ -164,3 +164,24 @@ async def apply(
     except IllegalTransition:
         return m.ILLEGAL.format(number=case.number, status=case.status, verb=action.value)
     return None
+
+
+async def act(
+    msg: Inbound,
+    staff: Staff,
+    session: AsyncSession,
+    services: Services,
+    now: datetime,
+    action: Action,
+    pools: Sequence[Pool] = (MINE_WORKING,),
+    *,
+    note_needed: str | None = None,
+) -> tuple[Command, Case] | str:
+    """`command_target` then `apply` (the note on the timeline), for commands with nothing to decide
+    in between: the command and its case, or the reply that says why not."""
+    found = await command_target(msg, staff, session, services, pools, note_needed=note_needed)
+    if isinstance(found, str):
+        return found
+    cmd, case, roles = found
+    refusal = await apply(session, case, staff, action, roles, now, cmd.note or None)
+    return refusal if refusal is not None else (cmd, case)

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from handlers import messages as m
-from handlers.casework import WORKING, apply, command_target, verb
+from handlers.casework import WORKING, act, apply, command_target, verb
 from handlers.commands import find_case_number
 from handlers.context import Services
 from handlers.dispatching import notify_residents, notify_staff
@@ -42,13 +42,10 @@ async def announce_resolved(session: AsyncSession, *, case: Case, note: str, now
 @router.message(verb("核查通过"))
 async def verify(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     """通过: the verifier confirms the 办结; the residents are told and asked to rate it."""
-    found = await command_target(msg, staff, session, services, _VERIFYING)
-    if isinstance(found, str):
-        return found
-    cmd, case, roles = found
-    refusal = await apply(session, case, staff, Action.VERIFY, roles, now, cmd.note or None)
-    if refusal:
-        return refusal
+    done = await act(msg, staff, session, services, now, Action.VERIFY, _VERIFYING)
+    if isinstance(done, str):
+        return done
+    cmd, case = done
     note = await cases.last_note(session, case_id=case.id or 0, action=Action.SUBMIT) or cmd.note
     await announce_resolved(session, case=case, note=note, now=now)
     return m.VERIFIED.format(number=case.number)
@@ -57,13 +54,10 @@ async def verify(msg: Inbound, staff: Staff, session: AsyncSession, services: Se
 @router.message(verb("返工"))
 async def rework(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     """返工: the verifier sends the work back, with the reason; counted on the case."""
-    found = await command_target(msg, staff, session, services, _VERIFYING, note_needed=m.REASON_NEEDED)
-    if isinstance(found, str):
-        return found
-    cmd, case, roles = found
-    refusal = await apply(session, case, staff, Action.REWORK, roles, now, cmd.note)
-    if refusal:
-        return refusal
+    done = await act(msg, staff, session, services, now, Action.REWORK, _VERIFYING, note_needed=m.REASON_NEEDED)
+    if isinstance(done, str):
+        return done
+    cmd, case = done
     worker = await session.get(Staff, case.assignee_id) if case.assignee_id else None
     if worker is not None:
         flag = m.REWORK_FLAG.format(by=staff.name, count=case.rework_count, reason=cmd.note)
@@ -101,13 +95,10 @@ async def mark_duplicate(msg: Inbound, staff: Staff, session: AsyncSession, serv
 @router.message(verb("不属实"))
 async def mark_unfounded(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     """不属实: checked and found not so; closed, with the reason told to the residents."""
-    found = await command_target(msg, staff, session, services, _CLOSABLE, note_needed=m.REASON_NEEDED)
-    if isinstance(found, str):
-        return found
-    cmd, case, roles = found
-    refusal = await apply(session, case, staff, Action.MARK_UNFOUNDED, roles, now, cmd.note)
-    if refusal:
-        return refusal
+    done = await act(msg, staff, session, services, now, Action.MARK_UNFOUNDED, _CLOSABLE, note_needed=m.REASON_NEEDED)
+    if isinstance(done, str):
+        return done
+    cmd, case = done
     await notify_residents(
         session, case=case, now=now, content=m.PUSH_UNFOUNDED.format(number=case.number, reason=cmd.note)
     )

@@ -8,7 +8,7 @@ from datetime import date, datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from handlers import messages as m
-from handlers.casework import apply, command_target, verb
+from handlers.casework import act, apply, command_target, verb
 from handlers.commands import DateError, parse_until
 from handlers.context import Services
 from handlers.deadlines import end_of_day, show, show_day, start_of_day
@@ -63,13 +63,10 @@ async def suspend(msg: Inbound, staff: Staff, session: AsyncSession, services: S
 @router.message(verb("恢复"))
 async def resume(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     """恢复 G…: back to work before the date."""
-    found = await command_target(msg, staff, session, services, (("assignee_id", _SUSPENDED),))
-    if isinstance(found, str):
-        return found
-    cmd, case, roles = found
-    refusal = await apply(session, case, staff, Action.RESUME, roles, now, cmd.note or None)
-    if refusal:
-        return refusal
+    done = await act(msg, staff, session, services, now, Action.RESUME, (("assignee_id", _SUSPENDED),))
+    if isinstance(done, str):
+        return done
+    _cmd, case = done
     case.suspended_until = None
     return m.RESUMED.format(number=case.number)
 

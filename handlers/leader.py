@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from handlers import messages as m
-from handlers.casework import MINE_WORKING, apply, candidates, command_target, grid_name, verb
+from handlers.casework import MINE_WORKING, act, apply, candidates, command_target, grid_name, verb
 from handlers.closing import announce_resolved
 from handlers.context import Services
 from handlers.deadlines import show
@@ -136,13 +136,10 @@ async def _submit(
 @router.message(verb("进展"))
 async def progress(msg: Inbound, staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     """进展: a progress note on the timeline, passed on to the residents."""
-    found = await command_target(msg, staff, session, services, (MINE_WORKING,), note_needed=m.PROGRESS_NEEDS_NOTE)
-    if isinstance(found, str):
-        return found
-    cmd, case, roles = found
-    refusal = await apply(session, case, staff, Action.PROGRESS, roles, now, cmd.note)
-    if refusal:
-        return refusal
+    done = await act(msg, staff, session, services, now, Action.PROGRESS, note_needed=m.PROGRESS_NEEDS_NOTE)
+    if isinstance(done, str):
+        return done
+    cmd, case = done
     case.assignee_id = case.assignee_id or staff.id
     await notify_residents(
         session, case=case, now=now, content=m.PUSH_PROGRESS.format(number=case.number, note=cmd.note)
