@@ -109,7 +109,11 @@ _DATE_TAIL = re.compile(r"\s*(?:前|以前|之前|为止)?")
 
 
 class DateError(ValueError):
-    """No usable date: none written, or not after today."""
+    """No usable date: none written (or no such day), or — `past` — not after today."""
+
+    def __init__(self, reason: str, *, past: bool = False) -> None:
+        super().__init__(reason)
+        self.past = past
 
 
 def parse_until(note: str, *, now: datetime, zone: ZoneInfo) -> tuple[date, str]:
@@ -139,6 +143,6 @@ def parse_until(note: str, *, now: datetime, zone: ZoneInfo) -> tuple[date, str]
     if m is None or day is None:
         raise DateError("no date")
     if day <= today:
-        raise DateError("not after today")
+        raise DateError("not after today", past=True)
     tail = _DATE_TAIL.match(body, m.end())
     return day, note[tail.end() if tail else m.end() :].strip(_SEPARATORS)

@@ -32,6 +32,15 @@ def _dated(lead: str, day: date, reason: str) -> str:
     return f"{lead}{show_day(day)}：{reason}"
 
 
+def _until(note: str, usage: str, services: Services, now: datetime) -> tuple[date, str] | str:
+    """The date and the reason a 挂起 or 延期 needs, or the reply that asks for them."""
+    try:
+        day, reason = parse_until(note, now=now, zone=services.zone)
+    except DateError as exc:
+        return m.DATE_NOT_AFTER_TODAY.format(usage=usage) if exc.past else usage
+    return (day, reason) if reason else usage
+
+
 def _reason_of(note: str) -> str:
     """The reason part of a note written by `_dated`."""
     return note.split("：", 1)[-1]
@@ -45,12 +54,10 @@ async def suspend(msg: Inbound, staff: Staff, session: AsyncSession, services: S
         return found
     cmd, case, roles = found
     usage = m.SUSPEND_USAGE.format(number=case.number)
-    try:
-        day, reason = parse_until(cmd.note, now=now, zone=services.zone)
-    except DateError as exc:
-        return m.DATE_NOT_AFTER_TODAY.format(usage=usage) if str(exc) == "not after today" else usage
-    if not reason:
-        return usage
+    read = _until(cmd.note, usage, services, now)
+    if isinstance(read, str):
+        return read
+    day, reason = read
     refusal = await apply(session, case, staff, Action.SUSPEND, roles, now, _dated("至", day, reason))
     if refusal:
         return refusal
@@ -103,12 +110,10 @@ async def request_extension(
     usage = m.EXTENSION_USAGE.format(number=case.number)
     if case.requested_due_at is not None:
         return m.EXTENSION_PENDING.format(number=case.number, date=show(case.requested_due_at, services.zone))
-    try:
-        day, reason = parse_until(cmd.note, now=now, zone=services.zone)
-    except DateError as exc:
-        return m.DATE_NOT_AFTER_TODAY.format(usage=usage) if str(exc) == "not after today" else usage
-    if not reason:
-        return usage
+    read = _until(cmd.note, usage, services, now)
+    if isinstance(read, str):
+        return read
+    day, reason = read
     new_due = end_of_day(day, services.zone)
     if case.due_at is not None and new_due <= case.due_at:
         return m.EXTENSION_NOT_LATER.format(due=show(case.due_at, services.zone))
