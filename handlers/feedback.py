@@ -14,11 +14,11 @@ from handlers.commands import find_case_number, half_width
 from handlers.context import Outcome, Services
 from handlers.deadlines import resolution_deadline
 from handlers.dispatching import notify_staff
-from handlers.pushes import push_to_staff
+from handlers.pushes import push_to_staff, text_push
 from handlers.routing import Router, SkipHandler
 from handlers.text import mask_phones_in
 from handlers.types import Inbound
-from storage import cases
+from storage import cases, outbox
 from storage.lifecycle import OPEN_STATUSES, Action, Role
 from storage.models import Resident, Staff
 
@@ -85,6 +85,11 @@ async def on_rating(
         return m.RATED.format(rating=rating, number=case.number)
     flag = m.REOPEN_FLAG.format(reason=reason or m.REOPEN_NO_REASON)
     await notify_staff(session, staff=leader, case=case, services=services, now=now, flag=flag)
+    grid = grid_name(services, leader.grid_id)
+    reopened = text_push(m.PUSH_REOPENED.format(number=case.number, grid=grid, leader=leader.name))
+    for follower in await cases.audience(session, case):
+        if follower.id != resident.id:  # the rater hears it in the reply
+            outbox.enqueue(session, recipient=follower.openid, payload=reopened, now=now, case_id=case.id)
     return m.REOPENED.format(number=case.number, grid=grid_name(services, leader.grid_id), leader=leader.name)
 
 

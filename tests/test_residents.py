@@ -56,6 +56,17 @@ async def test_unsatisfied_rating_reopens_with_the_reason_and_a_new_deadline(wec
     assert case.status == Status.CLOSED and case.rating == "基本满意"
 
 
+async def test_residents_who_reported_it_again_hear_of_the_reopening(wechat: WeChat) -> None:
+    await wechat.text(RESIDENT, REPORT)
+    await wechat.text(RESIDENT_2, REPORT)  # the same problem again: RESIDENT_2 follows the case
+    case = (await wechat.cases())[0]
+    await wechat.text(LEADER_HP01, f"办结 {case.number} 已更换灯泡")
+    await wechat.text(RESIDENT, "不满意")
+    await wechat.deliver()
+    assert wechat.pushes_to(RESIDENT_2)[-1] == f"您反映的问题（{case.number}）已重新交办给和平里第一网格 张伟处理。"
+    assert not any("重新交办" in p for p in wechat.pushes_to(RESIDENT))  # told in the reply instead
+
+
 async def test_a_report_starting_with_a_digit_is_not_a_rating(wechat: WeChat) -> None:
     await resolved_case(wechat)
     wechat.clock.advance(minutes=10)
