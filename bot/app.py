@@ -25,6 +25,7 @@ from handlers.groups import post_daily_summaries
 from handlers.holds import wake_suspended
 from handlers.intake import dispatch_unplaced
 from handlers.places import GridIndex
+from handlers.policy import Policy
 from storage import grids
 from storage.db import SessionFactory, create_engine, session_factory, transaction
 
@@ -58,6 +59,7 @@ async def load_services(factory: SessionFactory, settings: Settings) -> Services
         confirm_below=settings.confirm_below,
         grids=GridIndex(nodes),
         zone=settings.zone,
+        policy=Policy.load(settings.policy_file, settings.zone),
         office_name=office,
         place_window_minutes=settings.place_window_minutes,
         max_per_minute=settings.resident_max_per_minute,

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DATA_DIR = Path(__file__).parent / "data"
 DEMO_GRID_FILE = DATA_DIR / "demo_grid.yaml"
 DEFAULT_CATEGORIES_FILE = DATA_DIR / "categories.yaml"
+DEFAULT_POLICY_FILE = DATA_DIR / "policy.yaml"
 WECHAT_API = "https://api.weixin.qq.com"
 WECOM_API = "https://qyapi.weixin.qq.com"
 DEMO_CREDENTIALS = {
@@ -61,6 +62,8 @@ class Settings(BaseSettings):
     wechat_api_base: str = WECHAT_API
     grid_file: Path | None = None
     categories_file: Path = DEFAULT_CATEGORIES_FILE
+    # Deadlines, reminders and escalation per kind of case; working days and holidays; quiet hours.
+    policy_file: Path = DEFAULT_POLICY_FILE
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     timezone: str = "Asia/Shanghai"
@@ -161,7 +164,7 @@ class Settings(BaseSettings):
             raise ValueError("unknown time zone") from exc
         return value
 
-    @field_validator("grid_file", "categories_file", "model_file")
+    @field_validator("grid_file", "categories_file", "policy_file", "model_file")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():

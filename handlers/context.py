@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 from handlers.classify import Classifier
 from handlers.places import GridIndex
+from handlers.policy import Policy
 
 
 @dataclass
@@ -16,6 +17,8 @@ class Services:
     classifier: Classifier
     grids: GridIndex
     zone: ZoneInfo
+    # Deadlines per kind of case, working days, quiet hours (bot/data/policy.yaml).
+    policy: Policy
     office_name: str = "网格服务号"
     place_window_minutes: int = 30
     # Below this classifier confidence the leader is asked to confirm the category.

@@ -1,23 +1,17 @@
-"""办结时限: the resolution deadline a case gets when it is dispatched, and again when it is reopened.
-
-Two presets after 12345 practice (danger to life: 2 hours; a general matter: 7 calendar days). The
-follow-up engine (issue 5) replaces them with the office's policy per category and urgency, in
-working days where the office counts them so.
-"""
+"""办结时限: the resolution deadline a case gets when it is dispatched, and again when it is reopened,
+by the office's policy per category and urgency (handlers/policy.py); and how dates are shown."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
+from handlers.policy import Policy
 from storage.models import Case
 
-URGENT = timedelta(hours=2)
-GENERAL = timedelta(days=7)
 
-
-def resolution_deadline(case: Case, now: datetime) -> datetime:
-    return now + (URGENT if case.urgent else GENERAL)
+def resolution_deadline(case: Case, now: datetime, policy: Policy) -> datetime:
+    return policy.resolution_deadline(case.category, case.urgent, now)
 
 
 def end_of_day(day: date, zone: ZoneInfo) -> datetime:

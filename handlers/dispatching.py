@@ -49,7 +49,7 @@ async def route_case(
         return leader  # same leader: nothing to move
     case.assignee_id = leader.id
     action = Action.DISPATCH if case.status == Status.NEW else Action.REROUTE
-    case.due_at = case.due_at or resolution_deadline(case, now)
+    case.due_at = case.due_at or resolution_deadline(case, now, services.policy)
     await cases.transition(
         session,
         case=case,

@@ -79,7 +79,7 @@ async def on_rating(
     )
     if action is Action.RATE:
         return m.RATED.format(rating=rating, number=case.number)
-    case.due_at = resolution_deadline(case, now)
+    case.due_at = resolution_deadline(case, now, services.policy)
     leader = await session.get(Staff, case.assignee_id) if case.assignee_id else None
     if leader is None:
         return m.RATED.format(rating=rating, number=case.number)
