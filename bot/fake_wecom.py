@@ -127,7 +127,8 @@ class FakeWeCom:
         if not media_id or media_id.startswith("missing"):
             return web.json_response({"errcode": 40007, "errmsg": "invalid media_id"})
         self.media_fetches.append(media_id)
-        return web.Response(body=b"\xff\xd8\xff\xe0FAKEWECOMJPEG:" + media_id.encode() + b"\xff\xd9", content_type="image/jpeg")
+        body = b"\xff\xd8\xff\xe0FAKEWECOMJPEG:" + media_id.encode() + b"\xff\xd9"
+        return web.Response(body=body, content_type="image/jpeg")
 
     async def _webhook_send(self, request: web.Request) -> web.Response:
         """Group robot posts. Keys starting with "invalid" do not exist (93000)."""
