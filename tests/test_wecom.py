@@ -299,6 +299,27 @@ async def test_long_text_goes_out_in_pieces_wecom_accepts_in_order(api: WeComAPI
     assert "\n".join(pieces).splitlines() == lines
 
 
+async def test_a_retry_after_a_failed_piece_does_not_repeat_the_pieces_sent(
+    api: WeComAPI, fake_wecom: FakeWeCom, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real, calls = api._call_with_token, []
+
+    async def flaky(path: str, body: dict[str, Any]) -> Any:
+        calls.append(body)
+        if len(calls) == 2:  # the second piece fails once
+            from bot.wechat_api import Result
+
+            return Result(Verdict.RETRY, "503")
+        return await real(path, body)
+
+    monkeypatch.setattr(api, "_call_with_token", flaky)
+    payload = text("\n".join(f"第{i}行：" + "路灯坏了" * 20 for i in range(40)))
+    assert (await api.send_app(WUGANG, payload)).verdict is Verdict.RETRY
+    assert (await api.send_app(WUGANG, payload)).verdict is Verdict.SENT  # the outbox's retry
+    pieces = fake_wecom.texts_to(WUGANG)
+    assert len(pieces) == len(set(pieces)) and "\n".join(pieces) == payload["text"]["content"]
+
+
 async def test_robot_posts_and_their_errors(robot: WeComRobot, fake_wecom: FakeWeCom) -> None:
     payload = {"msgtype": "text", "text": {"content": "紧急", "mentioned_list": [WUGANG]}}
     assert (await robot.send("demo-robot-ch", payload)).verdict is Verdict.SENT
