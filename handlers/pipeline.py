@@ -37,8 +37,8 @@ async def handle(session: AsyncSession, msg: Inbound, services: Services, now: d
     else:
         staff = await grids.staff_by_openid(session, msg.sender)
     # On WeCom everything goes to the staff routes (a pin, an app event, an untranscribed voice note
-    # get staff answers); on the Official Account a staff member's pin or event is treated as a
-    # resident's, as staff also report problems there like anyone else.
+    # get staff answers): a WeCom user id must never become a resident. On the Official Account a
+    # staff member's pin or event still goes the resident way (unchanged here).
     if staff is not None and (
         msg.channel == "wecom" or msg.kind == "image" or (msg.kind in ("text", "voice") and msg.text)
     ):
