@@ -29,7 +29,6 @@ from handlers.groups import post_daily_summaries
 from handlers.holds import wake_suspended
 from handlers.intake import dispatch_unplaced
 from handlers.places import GridIndex
-from handlers.pushes import WECOM_APP, WECOM_ROBOT
 from storage import grids
 from storage.db import SessionFactory, create_engine, session_factory, transaction
 
@@ -143,7 +142,7 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
 def _wecom_senders(http: aiohttp.ClientSession, settings: Settings, clock: Clock) -> dict[str, Sender]:
     """Group robots need no app, so they always work; app messages and staff photos need the app."""
     timeout = settings.outbound_timeout_seconds
-    senders: dict[str, Sender] = {WECOM_ROBOT: WeComRobot(http, base=settings.wecom_api_base, timeout=timeout).send}
+    senders: dict[str, Sender] = {"wecom_robot": WeComRobot(http, base=settings.wecom_api_base, timeout=timeout).send}
     if settings.wecom_enabled:
         api = WeComAPI(
             http,
@@ -154,7 +153,7 @@ def _wecom_senders(http: aiohttp.ClientSession, settings: Settings, clock: Clock
             clock=clock,
             timeout=timeout,
         )
-        senders[WECOM_APP] = api.send_app
+        senders["wecom_app"] = api.send_app
         senders[WECOM_MEDIA_FETCH] = MediaFetcher(api, settings.media_dir)
     return senders
 
