@@ -201,8 +201,9 @@ async def test_a_wecom_leader_works_a_case_end_to_end(wecom: WeCom, tmp_path: Pa
 async def test_a_late_reply_to_a_wecom_leader_goes_out_as_an_app_message(wecom: WeCom) -> None:
     from bot.app import RECEIVER
 
-    wecom.app[RECEIVER].budget = 0.0  # the webhook gives up at once: the reply goes through the outbox
     await wecom.wechat.text(RESIDENT, REPORT_CH02)
+    await wecom.deliver()
+    wecom.app[RECEIVER].budget = 0.0  # the webhook gives up at once: the reply goes through the outbox
     status, body = await wecom.post(wecom.xml(WUGANG, "text", {"Content": "我的工单"}))
     assert status == 200
     await wecom.deliver()
