@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -15,10 +17,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
-from bot.outbox import MEDIA_FETCH, MediaFetcher, OutboxWorker, Sender
+from bot.outbox import MEDIA_FETCH, WECOM_MEDIA_FETCH, MediaFetcher, OutboxWorker, Sender
 from bot.receive import Receiver
-from bot.wechat import ProtocolError, WeChatTransport
+from bot.wechat import Parsed, ProtocolError, WeChatTransport
 from bot.wechat_api import WeChatAPI
+from bot.wecom import WeComTransport
+from bot.wecom_api import WeComAPI, WeComRobot
 from handlers.classify import Classifier, KeywordTable, Model
 from handlers.context import Services
 from handlers.groups import post_daily_summaries
@@ -36,6 +40,7 @@ CLOCK = web.AppKey("clock", Clock)  # type: ignore[type-abstract]
 FACTORY = web.AppKey("factory", SessionFactory)
 SERVICES = web.AppKey("services", Services)
 TRANSPORT = web.AppKey("transport", WeChatTransport)
+WECOM_TRANSPORT = web.AppKey("wecom_transport", WeComTransport)
 RECEIVER = web.AppKey("receiver", Receiver)
 WORKER = web.AppKey("worker", OutboxWorker)
 
@@ -65,6 +70,7 @@ async def load_services(factory: SessionFactory, settings: Settings) -> Services
         max_per_minute=settings.resident_max_per_minute,
         max_per_hour=settings.resident_max_per_hour,
         max_cases_per_hour=settings.resident_max_cases_per_hour,
+        wecom_app=settings.wecom_enabled,
     )
 
 
@@ -86,6 +92,17 @@ def create_app(settings: Settings, *, clock: Clock | None = None, background: bo
         app.cleanup_ctx.append(_background)
     app.router.add_get("/wechat", wechat_verify)
     app.router.add_post("/wechat", wechat_message)
+    if settings.wecom_enabled:  # without a WeCom app, /wecom does not exist (404)
+        app[WECOM_TRANSPORT] = WeComTransport(
+            token=settings.wecom_token,
+            corp_id=settings.wecom_corp_id,
+            aes_key=settings.wecom_aes_key,
+            agent_id=settings.wecom_agent_id,
+            replay_window=settings.replay_window_seconds,
+            max_body=settings.max_body_bytes,
+        )
+        app.router.add_get("/wecom", wecom_verify)
+        app.router.add_post("/wecom", wecom_message)
     app.router.add_get("/healthz", healthz)
     return app
 
@@ -110,6 +127,7 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
             timeout=settings.outbound_timeout_seconds,
         )
         senders: dict[str, Sender] = {"wechat_cs": api.send_custom, MEDIA_FETCH: MediaFetcher(api, settings.media_dir)}
+        senders.update(_wecom_senders(http, settings, app[CLOCK]))
         app[WORKER] = OutboxWorker(app[FACTORY], senders, app[CLOCK])
         app[RECEIVER] = Receiver(
             app[FACTORY],
@@ -121,6 +139,25 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
         )
         yield
         await app[RECEIVER].wait_idle()
+
+
+def _wecom_senders(http: aiohttp.ClientSession, settings: Settings, clock: Clock) -> dict[str, Sender]:
+    """Group robots need no app, so they always work; app messages and staff photos need the app."""
+    timeout = settings.outbound_timeout_seconds
+    senders: dict[str, Sender] = {"wecom_robot": WeComRobot(http, base=settings.wecom_api_base, timeout=timeout).send}
+    if settings.wecom_enabled:
+        api = WeComAPI(
+            http,
+            base=settings.wecom_api_base,
+            corp_id=settings.wecom_corp_id,
+            secret=settings.wecom_secret,
+            agent_id=settings.wecom_agent_id,
+            clock=clock,
+            timeout=timeout,
+        )
+        senders["wecom_app"] = api.send_app
+        senders[WECOM_MEDIA_FETCH] = MediaFetcher(api, settings.media_dir)
+    return senders
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
@@ -185,20 +222,44 @@ async def wechat_verify(request: web.Request) -> web.Response:
 
 
 async def wechat_message(request: web.Request) -> web.Response:
+    return await _receive(request, request.app[TRANSPORT])
+
+
+async def wecom_verify(request: web.Request) -> web.Response:
+    app = request.app
+    try:
+        echo = app[WECOM_TRANSPORT].verify_url(dict(request.query), app[CLOCK].now())
+    except ProtocolError as exc:
+        return web.Response(status=exc.status, text=exc.reason)
+    return web.Response(text=echo)  # bare: no quotes, no newline
+
+
+async def wecom_message(request: web.Request) -> web.Response:
+    return await _receive(request, request.app[WECOM_TRANSPORT])
+
+
+class Transport(Protocol):
+    def parse(self, query: dict[str, str], body: bytes, now: datetime) -> Parsed: ...
+
+    def render(self, parsed: Parsed, text: str | None, now: datetime) -> str: ...
+
+
+async def _receive(request: web.Request, transport: Transport) -> web.Response:
+    """One callback POST, the same for the Official Account and WeCom: checked, stored, answered."""
     app = request.app
     body = await request.content.read(app[SETTINGS].max_body_bytes + 1)
     try:
-        parsed = app[TRANSPORT].parse(dict(request.query), body, app[CLOCK].now())
+        parsed = transport.parse(dict(request.query), body, app[CLOCK].now())
     except ProtocolError as exc:
-        log.info("webhook refused", extra={"status": exc.status, "reason": exc.reason})
+        log.info("webhook refused", extra={"path": request.path, "status": exc.status, "reason": exc.reason})
         return web.Response(status=exc.status, text=exc.reason)
     try:
         reply = await app[RECEIVER].receive(parsed.msg, parsed.dedupe_key)
     except (SQLAlchemyError, OSError):
-        # Not stored, so not acknowledged: WeChat will retry.
+        # Not stored, so not acknowledged: WeChat (or WeCom) will retry.
         log.exception("cannot store inbound message")
         return web.Response(status=503, text="storage unavailable")
-    text = app[TRANSPORT].render(parsed, reply, app[CLOCK].now())
+    text = transport.render(parsed, reply, app[CLOCK].now())
     return web.Response(text=text, content_type="application/xml" if reply else "text/plain")
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bot.config import DEMO_GRID_FILE, ConfigError, Settings, load_settings
+from bot.config import DEMO_GRID_FILE, DEMO_WECOM, ConfigError, Settings, load_settings
 
 DEMO_FAKE_PORT = 8081
+DEMO_FAKE_WECOM_PORT = 8082
 DEMO_DATABASE = "sqlite+aiosqlite:///var/demo.sqlite3"
 
 
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="run the webhook server (migrates the database first)")
     demo = sub.add_parser("demo", help="run the bot with the demo street office and a local fake WeChat API")
     demo.add_argument("--fake-port", type=int, default=DEMO_FAKE_PORT)
+    demo.add_argument("--fake-wecom-port", type=int, default=DEMO_FAKE_WECOM_PORT)
     db = sub.add_parser("db", help="database commands")
     db.add_argument("action", choices=["upgrade"])
     grid = sub.add_parser("grid", help="grid definition commands")
@@ -33,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         "--fake",
         default=f"http://127.0.0.1:{DEMO_FAKE_PORT}",
         help="the local fake WeChat API whose pushes to show (loopback only)",
+    )
+    chat.add_argument("--wecom-url", default=None, help="the bot's WeCom callback, default: --url ending in /wecom")
+    chat.add_argument(
+        "--fake-wecom",
+        default=f"http://127.0.0.1:{DEMO_FAKE_WECOM_PORT}",
+        help="the local fake WeCom API whose app messages and robot posts to show (loopback only)",
     )
     chat.add_argument("--as", dest="identity", default="o_demo_resident_1", help="openid to start as")
     parse = sub.add_parser("parse", help="classify messages from stdin (text or JSON lines) to JSON lines")
@@ -57,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup()
     try:
         if args.command == "demo":
-            settings = _demo_settings(args.fake_port)
+            settings = _demo_settings(args.fake_port, args.fake_wecom_port)
         else:
             settings = load_settings()
         if args.command == "serve":
@@ -79,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "demo":
             _upgrade(settings)
-            asyncio.run(_run_demo(settings, args.fake_port))
+            asyncio.run(_run_demo(settings, args.fake_port, args.fake_wecom_port))
         elif args.command == "db":
             _upgrade(settings)
             print("database is at the latest schema")
@@ -89,7 +97,16 @@ def main(argv: list[str] | None = None) -> int:
             from bot.chat import run_chat
 
             url = args.url or f"http://{settings.host}:{settings.port}/wechat"
-            asyncio.run(run_chat(settings, url=url, fake=args.fake, identity=args.identity))
+            asyncio.run(
+                run_chat(
+                    settings,
+                    url=url,
+                    fake=args.fake,
+                    identity=args.identity,
+                    wecom_url=args.wecom_url,
+                    fake_wecom=args.fake_wecom,
+                )
+            )
         elif args.command == "parse":
             from bot.parse import run_parse
 
@@ -121,9 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _demo_settings(fake_port: int) -> Settings:
-    """The demo: SQLite file, the shipped street office, the fake WeChat API on loopback."""
-    overrides: dict[str, object] = {"wechat_api_base": f"http://127.0.0.1:{fake_port}"}
+def _demo_settings(fake_port: int, fake_wecom_port: int) -> Settings:
+    """The demo: SQLite file, the shipped street office, the fake WeChat and WeCom APIs on loopback
+    (the demo WeCom app's credentials, unless the environment sets its own)."""
+    overrides: dict[str, object] = {
+        "wechat_api_base": f"http://127.0.0.1:{fake_port}",
+        "wecom_api_base": f"http://127.0.0.1:{fake_wecom_port}",
+    }
+    overrides |= {k: v for k, v in DEMO_WECOM.items() if f"GRIDBOT_{k.upper()}" not in os.environ}
     if "GRIDBOT_DATABASE_URL" not in os.environ:
         overrides["database_url"] = DEMO_DATABASE
     if "GRIDBOT_GRID_FILE" not in os.environ:
@@ -168,13 +190,18 @@ async def _serve_fake(settings: Settings, port: int) -> None:
     await asyncio.Event().wait()
 
 
-async def _run_demo(settings: Settings, fake_port: int) -> None:
+async def _run_demo(settings: Settings, fake_port: int, fake_wecom_port: int) -> None:
     from bot.app import AccessLogger, create_app
     from bot.fake_wechat import FakeWeChat
+    from bot.fake_wecom import FakeWeCom
 
     fake = web.AppRunner(FakeWeChat(settings.wechat_appid, settings.wechat_secret).app(), access_log=None)
     await fake.setup()
     await web.TCPSite(fake, "127.0.0.1", fake_port).start()
+    fake_wecom = FakeWeCom(settings.wecom_corp_id, settings.wecom_secret, settings.wecom_agent_id)
+    wecom = web.AppRunner(fake_wecom.app(), access_log=None)
+    await wecom.setup()
+    await web.TCPSite(wecom, "127.0.0.1", fake_wecom_port).start()
     bot = web.AppRunner(create_app(settings), access_log_class=AccessLogger)
     await bot.setup()
     await web.TCPSite(bot, settings.host, settings.port).start()
@@ -183,6 +210,7 @@ async def _run_demo(settings: Settings, fake_port: int) -> None:
             host=settings.host,
             port=settings.port,
             fake_port=fake_port,
+            fake_wecom_port=fake_wecom_port,
             mode="安全模式（AES）" if settings.safe_mode else "明文模式",
         ),
         flush=True,
@@ -191,6 +219,7 @@ async def _run_demo(settings: Settings, fake_port: int) -> None:
         await asyncio.Event().wait()
     finally:
         await bot.cleanup()
+        await wecom.cleanup()
         await fake.cleanup()
 
 
@@ -198,6 +227,7 @@ DEMO_BANNER = """
 gridbot 演示已启动：幸福街道（3 个社区、7 个网格、3 个职能部门、15 名工作人员）
   公众号回调地址  http://{host}:{port}/wechat   （{mode}）
   模拟微信接口    http://127.0.0.1:{fake_port}    （机器人发出的推送都到这里）
+  企业微信回调地址 http://{host}:{port}/wecom    （演示自建应用，模拟企业微信接口 http://127.0.0.1:{fake_wecom_port}）
 
 在另一个终端里和它聊天（扮演居民或网格员）：
   .venv/bin/gridbot chat
@@ -205,6 +235,7 @@ gridbot 演示已启动：幸福街道（3 个社区、7 个网格、3 个职能
   居民发：幸福里小区3号楼东侧路灯坏了好几天了
   输入 /as o_demo_zhangwei_hp01 切换为网格员张伟，发：接单  然后：办结 已更换灯泡
   输入 /as o_demo_resident_1 切回居民，看推送
+  居民发：锦绣花园6号楼门口路灯坏了；输入 /wecom wugang 用企业微信扮演网格员吴刚，发：接单
 按 Ctrl+C 停止。
 """
 

@@ -184,8 +184,12 @@ class Settings(BaseSettings):
                     f"GRIDBOT_{name.upper()}: set your own account's value "
                     "(the demo value only works with the local fake API)"
                 )
-        if self.wecom_corp_id and not (self.wecom_secret and self.wecom_token and self.wecom_aes_key):
-            raise ConfigError("GRIDBOT_WECOM_CORP_ID: WeCom also needs GRIDBOT_WECOM_SECRET, _TOKEN and _AES_KEY")
+        if self.wecom_corp_id and not (
+            self.wecom_secret and self.wecom_token and self.wecom_aes_key and self.wecom_agent_id
+        ):
+            raise ConfigError(
+                "GRIDBOT_WECOM_CORP_ID: WeCom also needs GRIDBOT_WECOM_SECRET, _TOKEN, _AES_KEY and _AGENT_ID"
+            )
 
     @property
     def wecom_enabled(self) -> bool:

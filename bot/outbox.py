@@ -9,10 +9,10 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bot.clock import Clock
-from bot.wechat_api import Result, Verdict, WeChatAPI
+from bot.wechat_api import Result, Verdict
 from storage import outbox
 from storage.db import SessionFactory, transaction
 
@@ -20,6 +20,9 @@ log = logging.getLogger("gridbot.outbox")
 
 LEASE = timedelta(seconds=60)
 MEDIA_FETCH = "media_fetch"
+WECOM_MEDIA_FETCH = "wecom_media_fetch"  # a WeCom member's photo: fetched with the WeCom app's token
+# Which media channel fetches what a message on each inbound channel carries.
+MEDIA_CHANNELS = {"wechat": MEDIA_FETCH, "wecom": WECOM_MEDIA_FETCH}
 _EXTENSIONS = {
     "image/jpeg": ".jpg",
     "image/png": ".png",
@@ -37,15 +40,19 @@ def media_path(media_dir: Path, media_id: str, content_type: str) -> Path:
 
 
 # One channel's delivery: (recipient, payload) → what happened. Channels: wechat_cs (客服消息,
-# recipient an openid), media_fetch (recipient "media:<id>"), and those bot.app registers
-# (wecom_app: a WeCom user id; wecom_robot: a group robot's key).
+# recipient an openid), media_fetch and wecom_media_fetch (recipient "media:<id>"), wecom_app (a
+# WeCom user id) and wecom_robot (a group robot's key); bot.app registers them.
 Sender = Callable[[str, dict[str, Any]], Awaitable[Result]]
 
 
-class MediaFetcher:
-    """Saves a resident's photo or voice note before WeChat forgets it (3 days)."""
+class MediaSource(Protocol):
+    async def fetch_media(self, media_id: str) -> tuple[Result, bytes, str]: ...
 
-    def __init__(self, api: WeChatAPI, media_dir: Path | None) -> None:
+
+class MediaFetcher:
+    """Saves a photo or voice note before WeChat (or WeCom) forgets it (3 days)."""
+
+    def __init__(self, api: MediaSource, media_dir: Path | None) -> None:
         self.api = api
         self.media_dir = media_dir
 

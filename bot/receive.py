@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from bot.clock import Clock
-from bot.outbox import MEDIA_FETCH
+from bot.outbox import MEDIA_CHANNELS
 from handlers.context import Services
 from handlers.pipeline import handle
 from handlers.pushes import REPLY_CHANNEL, text_push
@@ -133,7 +133,7 @@ class Receiver:
                 if msg.media_id and self.fetch_media:
                     outbox.enqueue(
                         session,
-                        channel=MEDIA_FETCH,
+                        channel=MEDIA_CHANNELS[msg.channel],
                         recipient=f"media:{msg.media_id}",
                         now=now,
                         payload={"media_id": msg.media_id},

@@ -61,10 +61,10 @@ class WeChatTransport:
         if len(body) > self.max_body:
             raise ProtocolError(413, "body too large")
         self._check_signature(query)
-        self._check_fresh(query, now)
+        check_fresh(query, now, self.replay_window)
         nonce = query.get("nonce", "")
         encrypted = query.get("encrypt_type", "raw") == "aes"
-        outer = _safe_xml(body)
+        outer = safe_xml(body)
         if encrypted and self.crypto is not None:
             try:
                 xml = self.crypto.decrypt_message(body, query.get("msg_signature", ""), query["timestamp"], nonce)
@@ -72,7 +72,7 @@ class WeChatTransport:
                 raise ProtocolError(403, "bad msg_signature") from exc
             except (InvalidAppIdException, ValueError, KeyError, TypeError) as exc:
                 raise ProtocolError(400, "cannot decrypt") from exc
-            _safe_xml(xml.encode() if isinstance(xml, str) else xml)
+            safe_xml(xml.encode() if isinstance(xml, str) else xml)
         elif outer.find("MsgType") is not None:
             # Plaintext mode, or compatible mode on a server without the AES key: the plain fields.
             xml = body.decode("utf-8")
@@ -103,33 +103,42 @@ class WeChatTransport:
         except InvalidSignatureException as exc:
             raise ProtocolError(403, "bad signature") from exc
 
-    def _check_fresh(self, query: dict[str, str], now: datetime) -> None:
-        try:
-            ts = int(query.get("timestamp", ""))
-        except ValueError as exc:
-            raise ProtocolError(400, "bad timestamp") from exc
-        if abs(now.timestamp() - ts) > self.replay_window:
-            raise ProtocolError(403, "stale timestamp (replay?)")
+
+def check_fresh(query: dict[str, str], now: datetime, window: int) -> None:
+    """The replay window: a signed request is only good for `window` seconds either side of now."""
+    try:
+        ts = int(query.get("timestamp", ""))
+    except ValueError as exc:
+        raise ProtocolError(400, "bad timestamp") from exc
+    if abs(now.timestamp() - ts) > window:
+        raise ProtocolError(403, "stale timestamp (replay?)")
 
 
-def _safe_xml(body: bytes) -> Any:
+def safe_xml(body: bytes) -> Any:
+    """Parse untrusted XML with defusedxml (no DTD, no entities) before anything else reads it."""
     try:
         return SafeET.fromstring(body, forbid_dtd=True)
     except (DefusedXmlException, ParseError, ValueError) as exc:
         raise ProtocolError(400, "malformed or dangerous XML") from exc
 
 
-def dedupe_key(message: BaseMessage) -> str:
-    """FromUserName+MsgId (MsgIds collide across users); events have none: +CreateTime+Event."""
+def dedupe_key(message: BaseMessage, prefix: str = "") -> str:
+    """FromUserName+MsgId (MsgIds collide across users); events have none: +CreateTime+Event.
+
+    Official Account keys have no prefix (openids never contain ":"), so keys stored before WeCom
+    existed still match their retries; other transports pass one (WeCom: "wecom:") so that their
+    senders' ids can never collide with an openid's.
+    """
     if message.id:
-        return f"{message.source}:{message.id}"
+        return f"{prefix}{message.source}:{message.id}"
     event = getattr(message, "event", "") or message.type
-    return f"{message.source}:{message.time}:{event}"
+    return f"{prefix}{message.source}:{message.time}:{event}"
 
 
-def to_inbound(message: BaseMessage) -> Inbound:
+def to_inbound(message: BaseMessage, channel: str = "wechat") -> Inbound:
+    """wechatpy's message (Official Account or WeCom: same fields) as the handlers' Inbound."""
     base: dict[str, Any] = {
-        "channel": "wechat",
+        "channel": channel,
         "sender": message.source,
         "created_at": datetime.fromtimestamp(int(message.time or 0), UTC),
         "msg_id": int(message.id) if message.id else None,
@@ -213,7 +222,7 @@ class WeChatSimulator:
             "timestamp": str(timestamp),
             "nonce": nonce,
             "openid": _sender(xml),
-            "signature": _sha1(self.token, str(timestamp), nonce),
+            "signature": sha1_signature(self.token, str(timestamp), nonce),
         }
         if mode == "plain":
             return query, xml.encode()
@@ -221,7 +230,7 @@ class WeChatSimulator:
         encrypted = self.crypto.encrypt_message(xml, nonce, timestamp)
         envelope = SafeET.fromstring(encrypted)
         encrypt = envelope.find("Encrypt").text
-        query.update(encrypt_type="aes", msg_signature=_sha1(self.token, str(timestamp), nonce, encrypt))
+        query.update(encrypt_type="aes", msg_signature=sha1_signature(self.token, str(timestamp), nonce, encrypt))
         if mode == "safe":
             body = (
                 f"<xml><ToUserName><![CDATA[{self.account}]]></ToUserName>"
@@ -234,7 +243,7 @@ class WeChatSimulator:
     def verification_query(self, echostr: str, *, timestamp: int) -> dict[str, str]:
         nonce = secrets.token_hex(5)
         return {
-            "signature": _sha1(self.token, str(timestamp), nonce),
+            "signature": sha1_signature(self.token, str(timestamp), nonce),
             "timestamp": str(timestamp),
             "nonce": nonce,
             "echostr": echostr,
@@ -253,7 +262,7 @@ class WeChatSimulator:
         return root.findtext("Content")
 
 
-def _sha1(*parts: str) -> str:
+def sha1_signature(*parts: str) -> str:
     return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
 
 

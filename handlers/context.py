@@ -32,6 +32,9 @@ class Services:
     max_per_minute: int = 8
     max_per_hour: int = 40
     max_cases_per_hour: int = 5
+    # Whether this server has a WeCom app (企业微信自建应用) to push to staff through; without it,
+    # staff who prefer WeCom are reached on the Official Account when they have an openid.
+    wecom_app: bool = False
 
 
 @dataclass

@@ -68,6 +68,7 @@ async def route_case(
             session,
             staff=previous,
             now=now,
+            services=services,
             case_id=case.id,
             content=m.PUSH_REROUTED.format(number=case.number, grid=grid.name),
         )
@@ -108,7 +109,7 @@ async def notify_staff(
         due=m.CARD_DUE.format(due=show(case.due_at, services.zone)) if case.due_at else "",
         footer=footer.format(ref=ref),
     )
-    push_to_staff(session, staff=staff, content=flag + content, now=now, case_id=case.id)
+    push_to_staff(session, staff=staff, content=flag + content, now=now, services=services, case_id=case.id)
 
 
 async def notify_residents(session: AsyncSession, *, case: Case, content: str, now: datetime) -> None:

@@ -94,7 +94,9 @@ async def on_rating(
 
 
 @router.message(_mentions_a_case)
-async def on_remark(msg: Inbound, resident: Resident, session: AsyncSession, now: datetime, outcome: Outcome) -> str:
+async def on_remark(
+    msg: Inbound, resident: Resident, session: AsyncSession, services: Services, now: datetime, outcome: Outcome
+) -> str:
     """ "G20261122-0001 灯还是不亮": a remark on one of the resident's own open cases, passed to its
     leader. Any other number is an ordinary message (查询 has its own route)."""
     number = find_case_number(msg.text or "")
@@ -111,5 +113,5 @@ async def on_remark(msg: Inbound, resident: Resident, session: AsyncSession, now
     leader = await session.get(Staff, case.assignee_id) if case.assignee_id else None
     if leader is not None:
         content = m.PUSH_SUPPLEMENT.format(number=case.number, note=mask_phones_in(text)[:300])
-        push_to_staff(session, staff=leader, content=content, now=now, case_id=case.id)
+        push_to_staff(session, staff=leader, content=content, now=now, services=services, case_id=case.id)
     return m.SUPPLEMENT_BY_NUMBER.format(number=case.number)

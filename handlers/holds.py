@@ -173,7 +173,7 @@ async def decide_extension(msg: Inbound, staff: Staff, session: AsyncSession, se
         due = show(case.due_at, services.zone) if case.due_at else "未定"
         content = m.PUSH_EXTENSION_REFUSED.format(number=case.number, reason=cmd.note, due=due)
     if leader is not None:
-        push_to_staff(session, staff=leader, content=content, now=now, case_id=case.id)
+        push_to_staff(session, staff=leader, content=content, now=now, services=services, case_id=case.id)
     template = m.EXTENSION_APPROVED if approve else m.EXTENSION_REFUSED
     return template.format(
         number=case.number, date=show(requested, services.zone), leader=leader.name if leader else "负责人"

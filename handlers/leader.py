@@ -13,7 +13,7 @@ from handlers.context import Services
 from handlers.deadlines import show
 from handlers.dispatching import notify_residents, notify_staff, place_of
 from handlers.pushes import push_to_staff
-from handlers.routing import Router
+from handlers.routing import Router, kind
 from handlers.text import mask_phone, mask_phones_in
 from handlers.types import Inbound
 from storage import cases, grids
@@ -72,7 +72,7 @@ async def _take_transfer(
     )
     if owner is not None and owner.id != staff.id:
         content = m.PUSH_TRANSFER_TAKEN.format(number=case.number, target=target, leader=staff.name)
-        push_to_staff(session, staff=owner, content=content, now=now, case_id=case.id)
+        push_to_staff(session, staff=owner, content=content, now=now, services=services, case_id=case.id)
     return m.TRANSFER_TAKEN.format(number=case.number, category=case.category, place=place_of(case))
 
 
@@ -254,6 +254,19 @@ async def my_cases(staff: Staff, session: AsyncSession, services: Services, now:
             )
         )
     return "\n".join([m.MY_CASES_HEADER.format(count=len(mine)), *lines])
+
+
+@router.message(kind("event"))
+async def staff_event(msg: Inbound) -> str | None:
+    """WeCom app events: adding the app (subscribe) gets the command list; opening it (enter_agent),
+    location reports and menu clicks get nothing, as an answer to each would be noise."""
+    return m.STAFF_HELP if msg.event == "subscribe" else None
+
+
+@router.message(kind("location"))
+async def staff_location() -> str:
+    """A pin from a staff member: no case is made from it (staff are not residents here)."""
+    return m.STAFF_LOCATION_UNUSED
 
 
 @router.message()

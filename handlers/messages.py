@@ -100,6 +100,7 @@ RESOLVED = "已办结 {number}，已通知居民。如有现场照片，现在�
 PROGRESS_NOTED = "已记录 {number} 的进展，已通知居民。"
 PROGRESS_NEEDS_NOTE = "请写明进展，例如：进展 {number} 已联系供电所，明天上午维修"
 PROOF_ATTACHED = "照片已附到工单 {number}（办结照片）。"
+STAFF_LOCATION_UNUSED = "已收到位置，但位置不会登记为工单。工单指令请用文字发送，如：进展 #3 已到现场处理。"
 STAFF_PHOTO_UNUSED = "照片没有附到任何工单：办结后 {minutes} 分钟内发送的照片才会作为办结照片。"
 CASE_TIMELINE_HEADER = "{number} {status} · {category} · {place} · {grid}\n内容：{description}{contact}{due}"
 CASE_TIMELINE_DUE = "\n办结时限：{due}"

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from handlers.context import Services
 from storage import outbox
 from storage.models import Staff
 
@@ -36,10 +37,15 @@ def text_push(content: str) -> dict[str, Any]:
     return {"msgtype": "text", "text": {"content": content}}
 
 
-def staff_address(staff: Staff) -> tuple[str, str] | None:
-    """(channel, recipient) of the staff member's preferred channel, else the one they have."""
+def staff_address(staff: Staff, *, wecom_app: bool) -> tuple[str, str] | None:
+    """(channel, recipient) of the staff member's preferred channel, else the one they have.
+
+    `wecom_app`: whether this server has a WeCom app. Without one, someone who prefers WeCom is
+    reached on their openid; with no openid either, their WeCom address is still returned, so the
+    push is kept (parked, "channel not configured") rather than silently dropped.
+    """
     routes = {WECOM_APP: staff.wecom_userid, WECHAT_CS: staff.wechat_openid}
-    preferred = WECOM_APP if staff.channel == "wecom" else WECHAT_CS
+    preferred = WECOM_APP if staff.channel == "wecom" and wecom_app else WECHAT_CS
     for channel in (preferred, *routes):
         if routes[channel]:
             return channel, str(routes[channel])
@@ -47,10 +53,16 @@ def staff_address(staff: Staff) -> tuple[str, str] | None:
 
 
 def push_to_staff(
-    session: AsyncSession, *, staff: Staff, content: str, now: datetime, case_id: int | None = None
+    session: AsyncSession,
+    *,
+    staff: Staff,
+    content: str,
+    now: datetime,
+    services: Services,
+    case_id: int | None = None,
 ) -> bool:
     """Queue a text for a staff member on their channel; False when they have no address at all."""
-    address = staff_address(staff)
+    address = staff_address(staff, wecom_app=services.wecom_app)
     if address is None:
         return False
     channel, recipient = address

@@ -9,7 +9,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Inbound:
-    channel: str  # "wechat" (the Official Account); "wecom" later
+    channel: str  # "wechat" (the Official Account) or "wecom" (the WeCom self-built app, staff only)
     sender: str  # openid / userid, as authenticated by the transport's signature check
     kind: str  # text | image | voice | location | link | event | unknown
     created_at: datetime

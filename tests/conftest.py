@@ -1,4 +1,5 @@
-"""The fakes for the outside world, one each: clock, WeChat API server, WeChat (message maker)."""
+"""The fakes for the outside world, one each: clock, WeChat and WeCom API servers, WeChat and WeCom
+(message makers)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from sqlmodel import select
 from bot.app import FACTORY, RECEIVER, WORKER, create_app
 from bot.config import DEMO_GRID_FILE, Settings
 from bot.fake_wechat import FakeWeChat
+from bot.fake_wecom import FakeWeCom
 from bot.wechat import WeChatSimulator
+from bot.wecom import WeComSimulator
 from storage.db import create_engine, transaction, upgrade_sync
 from storage.models import ALL_TABLES, Case, OutboxMessage
 
@@ -33,6 +36,11 @@ LEADER_HP01 = "o_demo_zhangwei_hp01"  # 张伟, 和平里第一网格 (幸福里
 LEADER_CH01 = "o_demo_zhouting_ch01"  # 周婷, 春晖第一网格
 LEADER_HP = "o_demo_zhangxiuying_hp"  # 张秀英, 和平里社区
 LEADER_ZL = "o_demo_chenjing_zl"  # 陈静, 枣林社区 (枣林第二网格 has no leader of its own)
+WECOM_CORP_ID = "ww1234567890abcdef"
+WECOM_AGENT_ID = 1000005
+WECOM_SECRET = "test-wecom-secret"
+WECOM_TOKEN = "gridbot-wecom-test-token"
+WECOM_AES_KEY = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
 INSIDE_HP01 = (39.92625, 116.40375)
 INSIDE_ZL02 = (39.90750, 116.42250)
 
@@ -113,13 +121,44 @@ async def fake_wechat_url(fake_wechat: FakeWeChat) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+def fake_wecom() -> FakeWeCom:
+    return FakeWeCom(WECOM_CORP_ID, WECOM_SECRET, WECOM_AGENT_ID)
+
+
+@pytest.fixture
+async def fake_wecom_url(fake_wecom: FakeWeCom) -> AsyncIterator[str]:
+    server = TestServer(fake_wecom.app())
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+@pytest.fixture
+def wecom_on() -> bool:
+    """False: no WeCom app (group robots still post, to the fake). WeCom tests override this."""
+    return False
+
+
+@pytest.fixture
 def aes_key() -> str:
     """Empty: plaintext mode. Tests of safe mode override this fixture."""
     return ""
 
 
 @pytest.fixture
-def settings(database_url: str, fake_wechat_url: str, aes_key: str) -> Settings:
+def settings(
+    database_url: str, fake_wechat_url: str, fake_wecom_url: str, aes_key: str, wecom_on: bool, tmp_path: Path
+) -> Settings:
+    wecom: dict[str, Any] = {}
+    if wecom_on:
+        wecom = {
+            "wecom_corp_id": WECOM_CORP_ID,
+            "wecom_agent_id": WECOM_AGENT_ID,
+            "wecom_secret": WECOM_SECRET,
+            "wecom_token": WECOM_TOKEN,
+            "wecom_aes_key": WECOM_AES_KEY,
+            "media_dir": tmp_path / "media",
+        }
     return Settings(
         database_url=database_url,
         wechat_token=TOKEN,
@@ -127,8 +166,10 @@ def settings(database_url: str, fake_wechat_url: str, aes_key: str) -> Settings:
         wechat_secret=SECRET,
         wechat_aes_key=aes_key,
         wechat_api_base=fake_wechat_url,
+        wecom_api_base=fake_wecom_url,  # group robots post even without a WeCom app: never to the real host
         grid_file=DEMO_GRID_FILE,
         _env_file=None,
+        **wecom,
     )  # type: ignore[call-arg]
 
 
@@ -191,3 +232,58 @@ async def wechat(
 ) -> AsyncIterator[WeChat]:
     client = await aiohttp_client(create_app(settings, clock=clock, background=False))
     yield WeChat(client, clock, fake_wechat, aes_key)
+
+
+class WeCom:
+    """Plays the WeCom server against the app under test, as a staff member's WeCom app would."""
+
+    def __init__(self, wechat: WeChat, fake: FakeWeCom) -> None:
+        self.wechat = wechat  # the same app, reached through the Official Account (residents)
+        self.client = wechat.client
+        self.clock = wechat.clock
+        self.fake = fake
+        self.sim = WeComSimulator(
+            token=WECOM_TOKEN, corp_id=WECOM_CORP_ID, aes_key=WECOM_AES_KEY, agent_id=WECOM_AGENT_ID
+        )
+        self.last_status = 0
+
+    @property
+    def app(self) -> Any:
+        return self.client.server.app
+
+    def now(self) -> int:
+        return int(self.clock.now().timestamp())
+
+    def xml(self, sender: str, msg_type: str, fields: dict[str, Any], **kw: Any) -> str:
+        return self.sim.xml(sender, msg_type, fields, create_time=self.now(), **kw)
+
+    async def post(self, xml: str) -> tuple[int, str]:
+        query, body = self.sim.sign(xml, timestamp=self.now())
+        resp = await self.client.post("/wecom", params=query, data=body)
+        self.last_status = resp.status
+        return resp.status, await resp.text()
+
+    async def send(self, xml: str) -> str | None:
+        status, body = await self.post(xml)
+        assert status == 200, body
+        return self.sim.read_reply(body)
+
+    async def text(self, userid: str, content: str) -> str | None:
+        return await self.send(self.xml(userid, "text", {"Content": content}))
+
+    async def image(self, userid: str, media_id: str) -> str | None:
+        return await self.send(
+            self.xml(userid, "image", {"PicUrl": f"https://wework.example/{media_id}.jpg", "MediaId": media_id})
+        )
+
+    async def deliver(self) -> None:
+        await self.wechat.deliver()
+
+    def pushes_to(self, userid: str) -> list[str]:
+        return self.fake.texts_to(userid)
+
+
+@pytest.fixture
+async def wecom(wechat: WeChat, fake_wecom: FakeWeCom) -> WeCom:
+    """Needs `wecom_on` overridden to True in the test module."""
+    return WeCom(wechat, fake_wecom)

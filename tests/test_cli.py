@@ -63,7 +63,7 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize("aes_key", ["", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"], ids=["plain", "safe"])
 def test_demo_and_chat_walk_through_the_loop(tmp_path: Path, aes_key: str) -> None:
-    port, fake_port = _free_port(), _free_port()
+    port, fake_port, fake_wecom_port = _free_port(), _free_port(), _free_port()
     env = {
         "GRIDBOT_PORT": str(port),
         "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/demo.sqlite3",
@@ -71,7 +71,7 @@ def test_demo_and_chat_walk_through_the_loop(tmp_path: Path, aes_key: str) -> No
     }
     full = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")} | env
     demo = subprocess.Popen(
-        GRIDBOT + ["demo", "--fake-port", str(fake_port)],
+        GRIDBOT + ["demo", "--fake-port", str(fake_port), "--fake-wecom-port", str(fake_wecom_port)],
         env=full,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -95,12 +95,64 @@ def test_demo_and_chat_walk_through_the_loop(tmp_path: Path, aes_key: str) -> No
             )
             + "\n"
         )
-        chat = _run(["chat", "--fake", f"http://127.0.0.1:{fake_port}"], env, cwd=tmp_path, input=script)
+        fakes = ["--fake", f"http://127.0.0.1:{fake_port}", "--fake-wecom", f"http://127.0.0.1:{fake_wecom_port}"]
+        chat = _run(["chat", *fakes], env, cwd=tmp_path, input=script)
         out = chat.stdout
         assert chat.returncode == 0, chat.stderr
         assert "已受理：道路设施" in out and "【新工单】" in out  # reply to the resident, card to 张伟
         assert "已接单" in out and "已办结" in out
         assert "推送给 居民（o_demo_resident_1）" in out  # the resident is told
+    finally:
+        demo.terminate()
+        demo.wait(timeout=20)
+        if demo.stdout is not None:
+            demo.stdout.close()
+
+
+def test_chat_as_a_wecom_leader_through_the_encrypted_callback(tmp_path: Path) -> None:
+    port, fake_port, fake_wecom_port = _free_port(), _free_port(), _free_port()
+    env = {"GRIDBOT_PORT": str(port), "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/demo.sqlite3"}
+    full = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")} | env
+    demo = subprocess.Popen(
+        GRIDBOT + ["demo", "--fake-port", str(fake_port), "--fake-wecom-port", str(fake_wecom_port)],
+        env=full,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        banner = "".join(demo.stdout.readline() for _ in range(6))
+        assert f"127.0.0.1:{port}/wecom" in banner and f"127.0.0.1:{fake_wecom_port}" in banner
+        _wait_for_port(port)
+        script = (
+            "\n".join(
+                [
+                    "锦绣花园6号楼着火了，冒烟",  # urgent: posted to 春晖社区's group, 吴刚 @-mentioned
+                    "/wecom wugang",
+                    "接单",
+                    "办结 已灭火，无人受伤",
+                    "/photo",
+                    "/wecom zhangsan",  # not on the staff list
+                    "我的工单",
+                    "/as o_demo_zhangwei_hp01",  # the Official Account identities still work
+                    "我的工单",
+                ]
+            )
+            + "\n"
+        )
+        fakes = ["--fake", f"http://127.0.0.1:{fake_port}", "--fake-wecom", f"http://127.0.0.1:{fake_wecom_port}"]
+        chat = _run(["chat", *fakes], env, cwd=tmp_path, input=script)
+        out = chat.stdout
+        assert chat.returncode == 0, chat.stderr
+        assert "企业微信推送给 吴刚（wugang）" in out and "【新工单】" in out  # the card, as a WeCom app message
+        assert "📣 群机器人发到 春晖社区群（@吴刚）" in out and "【紧急工单】" in out
+        assert "← 企业微信应用：已接单" in out and "← 企业微信应用：已办结" in out
+        assert "照片已附到工单" in out
+        assert "您不在本街道网格工作人员名单中" in out
+        assert "推送给 居民（o_demo_resident_1）" in out  # the resident is told on the Official Account
+        assert "← 公众号：您当前没有未办结的工单" in out  # 张伟, back on the Official Account
     finally:
         demo.terminate()
         demo.wait(timeout=20)
