@@ -15,7 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
-from bot.outbox import MEDIA_FETCH, MediaFetcher, OutboxWorker, Sender
+from bot.delivery import CustomerService, Fallback
+from bot.outbox import MEDIA_FETCH, MediaFetcher, OutboxWorker, Policy, Sender
 from bot.receive import Receiver
 from bot.wechat import ProtocolError, WeChatTransport
 from bot.wechat_api import WeChatAPI
@@ -108,7 +109,7 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
             timeout=settings.outbound_timeout_seconds,
         )
         senders: dict[str, Sender] = {"wechat_cs": api.send_custom, MEDIA_FETCH: MediaFetcher(api, settings.media_dir)}
-        app[WORKER] = OutboxWorker(app[FACTORY], senders, app[CLOCK])
+        app[WORKER] = OutboxWorker(app[FACTORY], senders, app[CLOCK], policies=customer_service(api, app))
         app[RECEIVER] = Receiver(
             app[FACTORY],
             app[SERVICES],
@@ -119,6 +120,26 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
         )
         yield
         await app[RECEIVER].wait_idle()
+
+
+def customer_service(api: WeChatAPI, app: web.Application) -> dict[str, Policy]:
+    """WeChat's customer-service rules (48 h window, quota, fallback) for channel wechat_cs."""
+    settings = app[SETTINGS]
+    fallback = (
+        Fallback(settings.wechat_fallback, settings.wechat_template_id, settings.template_fields)
+        if settings.wechat_template_id
+        else None
+    )
+    policy = CustomerService(
+        api,
+        app[FACTORY],
+        app[CLOCK],
+        window_hours=settings.cs_window_hours,
+        quota=settings.cs_quota_per_message,
+        fallback=fallback,
+        zone=settings.zone,
+    )
+    return {"wechat_cs": policy}
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

@@ -71,6 +71,12 @@ async def count_from(session: AsyncSession, *, sender: str, since: datetime) -> 
     return int((await session.exec(stmt)).one())
 
 
+async def last_from(session: AsyncSession, *, sender: str) -> datetime | None:
+    """When this sender last wrote to us (WeChat's 48-hour customer-service window starts there)."""
+    stmt = select(func.max(InboundMessage.received_at)).where(InboundMessage.sender == sender)
+    return (await session.exec(stmt)).one()
+
+
 async def get(session: AsyncSession, row_id: int) -> InboundMessage | None:
     return await session.get(InboundMessage, row_id)
 
