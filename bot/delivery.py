@@ -80,7 +80,9 @@ class CustomerService:
         now = self.clock.now()
         async with transaction(self.factory) as session:
             last = await inbound.last_from(session, sender=row.recipient)
-            sent = await outbox.count_sent(session, recipient=row.recipient, channel=WECHAT_CS, since=last) if last else 0
+            sent = (
+                await outbox.count_sent(session, recipient=row.recipient, channel=WECHAT_CS, since=last) if last else 0
+            )
             rows = await outbox.undelivered(session, recipient=row.recipient, channel=WECHAT_CS)
             if all(r.id != row.id for r in rows):
                 rows.append(row)
@@ -161,7 +163,9 @@ def template_data(
     number = numbers[-1] if numbers else messages.TEMPLATE_NO_NUMBER
     if len(numbers) > 1:
         number = messages.TEMPLATE_NUMBERS.format(number=number, count=len(numbers))
-    summary = update_text(latest) if len(rows) == 1 else messages.TEMPLATE_SUMMARY.format(count=len(rows))
+    summary = (
+        short(update_text(latest), numbers) if len(rows) == 1 else messages.TEMPLATE_SUMMARY.format(count=len(rows))
+    )
     ours = {
         "number": number,
         "status": case.status if case is not None else messages.TEMPLATE_NO_STATUS,
@@ -169,6 +173,16 @@ def template_data(
         "time": now.strftime("%Y-%m-%d %H:%M"),
     }
     return {key: _fit(key, ours[name]) for name, key in fields.items() if name in ours}
+
+
+def short(text: str, numbers: Sequence[str]) -> str:
+    """A push as a template's summary value: the case number (shown in its own field) and the
+    boilerplate dropped, so the news itself fits WeChat's 20 characters."""
+    for number in numbers:
+        text = text.replace(f"（{number}）", "").replace(f"工单 {number}", "").replace(number, "")
+    for phrase in messages.TEMPLATE_DROP:
+        text = text.replace(phrase, "")
+    return " ".join(text.split()).lstrip("：:，, ")
 
 
 def _fit(key: str, value: str) -> str:

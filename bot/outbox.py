@@ -158,7 +158,9 @@ class OutboxWorker:
             now = self.clock.now()
             async with transaction(self.factory) as session:
                 if result.verdict is Verdict.SENT:
-                    await outbox.mark_sent(session, row_id=row.id, now=now, channel=result.channel, merged=result.merged)
+                    await outbox.mark_sent(
+                        session, row_id=row.id, now=now, channel=result.channel, merged=result.merged
+                    )
                     continue
                 blocked.add(row.recipient)
                 if result.verdict is Verdict.HOLD:

@@ -203,3 +203,4 @@ TEMPLATE_SUMMARY = "共{count}条进展，回复“查询”看详情"
 TEMPLATE_NUMBERS = "{number}等{count}件"
 TEMPLATE_NO_NUMBER = "-"
 TEMPLATE_NO_STATUS = "通知"
+TEMPLATE_DROP = ("您反映的问题",)  # boilerplate left out of a template's 20-character summary

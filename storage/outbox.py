@@ -7,10 +7,9 @@ by merged_into_id: delivered when that one is, with sent_at set then).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
-
-from collections.abc import Sequence
 
 from sqlalchemy import and_, exists, func, or_, update
 from sqlalchemy.orm import aliased
