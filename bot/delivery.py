@@ -170,7 +170,7 @@ def template_data(
         "number": number,
         "status": case.status if case is not None else messages.TEMPLATE_NO_STATUS,
         "summary": summary,
-        "time": now.strftime("%Y-%m-%d %H:%M"),
+        "time": now.strftime("%Y年%m月%d日 %H:%M"),  # the format WeChat documents for time values
     }
     return {key: _fit(key, ours[name]) for name, key in fields.items() if name in ours}
 
