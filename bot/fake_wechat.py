@@ -151,8 +151,15 @@ class FakeWeChat:
         )
 
     async def _messages(self, request: web.Request) -> web.Response:
+        """Everything sent after a sequence number; template and subscription messages shown as
+        text (for `gridbot chat`)."""
         after = int(request.query.get("after", "0"))
-        return web.json_response([m for m in self.sent if m["seq"] > after])
+        notices = [
+            {"touser": m["touser"], "msgtype": kind, "seq": m["seq"], "text": {"content": _render(kind, m)}}
+            for kind, bodies in (("template", self.templates), ("subscribe", self.subscriptions))
+            for m in bodies
+        ]
+        return web.json_response(sorted((m for m in self.sent + notices if m["seq"] > after), key=lambda m: m["seq"]))
 
     async def _fail(self, request: web.Request) -> web.Response:
         data = await request.json()
@@ -166,6 +173,11 @@ class FakeWeChat:
     async def _expire(self, request: web.Request) -> web.Response:
         self.expire_tokens()
         return web.json_response({"ok": True})
+
+
+def _render(kind: str, body: dict[str, Any]) -> str:
+    label = "模板消息" if kind == "template" else "订阅通知"
+    return f"【{label}】" + "；".join(f"{k}：{v}" for k, v in _values(body).items())
 
 
 def _values(body: dict[str, Any]) -> dict[str, str]:

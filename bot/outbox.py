@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from bot.clock import Clock
 from bot.wechat_api import Result, Verdict, WeChatAPI
+from handlers.pushes import WECOM_APP, WECOM_ROBOT
 from storage import outbox
 from storage.db import SessionFactory, transaction
 from storage.models import OutboxMessage
@@ -95,8 +96,8 @@ class RateLimit:
 # WeCom's rules: app messages 30 a minute and 1,000 an hour to one member (beyond that WeCom drops
 # them silently); a group robot takes 20 a minute. Over the limit we wait, never drop.
 DEFAULT_RATE_LIMITS: dict[str, tuple[RateLimit, ...]] = {
-    "wecom_app": (RateLimit(30, 60), RateLimit(1000, 3600)),
-    "wecom_robot": (RateLimit(20, 60),),
+    WECOM_APP: (RateLimit(30, 60), RateLimit(1000, 3600)),
+    WECOM_ROBOT: (RateLimit(20, 60),),
 }
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 
 from bot.app import create_app
@@ -252,3 +253,14 @@ async def test_two_workers_sharing_one_database_keep_the_robot_limit(
         await other_engine.dispose()
     assert [text for _, _, text in sender.sent] == [str(n) for n in range(45)]  # each once, in order
     assert sender.most_in_any(timedelta(minutes=1)) == 20
+
+
+async def test_fake_lists_template_messages_with_the_pushes_for_gridbot_chat(
+    templated: WeChat, fake_wechat_url: str
+) -> None:
+    templated.fake.outside_window = True
+    await reported(templated)
+    async with aiohttp.ClientSession() as http, http.get(f"{fake_wechat_url}/_fake/messages") as resp:
+        shown = await resp.json()
+    [notice] = [m for m in shown if m["touser"] == RESIDENT]
+    assert notice["msgtype"] == "template" and notice["text"]["content"].startswith("【模板消息】")
