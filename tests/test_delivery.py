@@ -264,3 +264,21 @@ async def test_fake_lists_template_messages_with_the_pushes_for_gridbot_chat(
         shown = await resp.json()
     [notice] = [m for m in shown if m["touser"] == RESIDENT]
     assert notice["msgtype"] == "template" and notice["text"]["content"].startswith("【模板消息】")
+
+
+def test_template_values_fit_the_lengths_wechat_allows() -> None:
+    from bot.delivery import template_data
+    from storage.models import OutboxMessage
+
+    long_note = text_push("您反映的问题（G20261122-0001）有新进展：" + "施工队已经到场并开始更换老化的电缆" * 2)
+    row = OutboxMessage(id=1, recipient=RESIDENT, payload=long_note, case_id=7)
+    case = Case(id=7, number="G20261122-0001", status="处理中")
+    fields = {"number": "character_string1", "status": "phrase2", "summary": "thing3", "time": "time4"}
+    data = template_data([row], {7: case}, fields, datetime(2026, 11, 22, 10, 0))
+    assert data["thing3"].startswith("有新进展：施工队") and len(data["thing3"]) == 20 and data["thing3"][-1] == "…"
+    assert data["character_string1"] == "G20261122-0001" and data["phrase2"] == "处理中"
+    assert data["time4"] == "2026年11月22日 10:00"
+    unknown = template_data(
+        [OutboxMessage(id=2, recipient=RESIDENT, payload=text_push("好"))], {}, fields, datetime(2026, 11, 22)
+    )
+    assert unknown["character_string1"] == "-" and unknown["phrase2"] == "通知" and unknown["thing3"] == "好"
