@@ -72,8 +72,12 @@ async def count_from(session: AsyncSession, *, sender: str, since: datetime) -> 
 
 
 async def last_from(session: AsyncSession, *, sender: str) -> datetime | None:
-    """When this sender last wrote to us (WeChat's 48-hour customer-service window starts there)."""
-    stmt = select(func.max(InboundMessage.received_at)).where(InboundMessage.sender == sender)
+    """When this sender last wrote to us (WeChat's 48-hour customer-service window starts there).
+    Events do not count: most open no window (TEMPLATESENDJOBFINISH, LOCATION, VIEW), and the few
+    that do (subscribe, CLICK, SCAN) allow only 3 messages within 1 minute."""
+    stmt = select(func.max(InboundMessage.received_at)).where(
+        InboundMessage.sender == sender, InboundMessage.msg_type != "event"
+    )
     return (await session.exec(stmt)).one()
 
 

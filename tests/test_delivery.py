@@ -121,6 +121,18 @@ async def test_without_a_fallback_updates_are_held_then_sent_merged_when_the_res
     assert all(r.status in ("sent", "merged") for r in await wechat.outbox() if r.recipient == RESIDENT)
 
 
+async def test_events_such_as_template_receipts_do_not_open_the_window(wechat: WeChat) -> None:
+    case = await reported(wechat)
+    wechat.clock.advance(hours=49)
+    await wechat.text(LEADER_HP01, f"进展 {case.number} 配件已订购")
+    await wechat.deliver()
+    event = {"Event": "TEMPLATESENDJOBFINISH", "MsgID": 200163836, "Status": "success"}
+    await wechat.send(wechat.xml(RESIDENT, "event", event))
+    await wechat.deliver()
+    assert len(wechat.pushes_to(RESIDENT)) == 1  # still held: WeChat sent that event, not the resident
+    assert (await wechat.outbox())[-1].status == "held"
+
+
 async def test_staff_on_the_official_account_have_the_48_hour_window_too(templated: WeChat) -> None:
     await reported(templated)
     templated.clock.advance(hours=49)  # the leader has not written since
