@@ -17,7 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
-from bot.outbox import MEDIA_FETCH, WECOM_MEDIA_FETCH, MediaFetcher, OutboxWorker, Sender
+from bot.delivery import CustomerService, Fallback
+from bot.outbox import MEDIA_FETCH, WECOM_MEDIA_FETCH, DeliveryPolicy, MediaFetcher, OutboxWorker, Sender
 from bot.receive import Receiver
 from bot.wechat import Parsed, ProtocolError, WeChatTransport
 from bot.wechat_api import WeChatAPI
@@ -128,7 +129,7 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
         )
         senders: dict[str, Sender] = {"wechat_cs": api.send_custom, MEDIA_FETCH: MediaFetcher(api, settings.media_dir)}
         senders.update(_wecom_senders(http, settings, app[CLOCK]))
-        app[WORKER] = OutboxWorker(app[FACTORY], senders, app[CLOCK])
+        app[WORKER] = OutboxWorker(app[FACTORY], senders, app[CLOCK], policies=customer_service(api, app))
         app[RECEIVER] = Receiver(
             app[FACTORY],
             app[SERVICES],
@@ -158,6 +159,26 @@ def _wecom_senders(http: aiohttp.ClientSession, settings: Settings, clock: Clock
         senders["wecom_app"] = api.send_app
         senders[WECOM_MEDIA_FETCH] = MediaFetcher(api, settings.media_dir)
     return senders
+
+
+def customer_service(api: WeChatAPI, app: web.Application) -> dict[str, DeliveryPolicy]:
+    """WeChat's customer-service rules (48 h window, quota, fallback) for channel wechat_cs."""
+    settings = app[SETTINGS]
+    fallback = (
+        Fallback(settings.wechat_fallback, settings.wechat_template_id, settings.template_fields)
+        if settings.wechat_template_id
+        else None
+    )
+    policy = CustomerService(
+        api,
+        app[FACTORY],
+        app[CLOCK],
+        window_hours=settings.cs_window_hours,
+        quota=settings.cs_quota_per_message,
+        fallback=fallback,
+        zone=settings.zone,
+    )
+    return {"wechat_cs": policy}
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:

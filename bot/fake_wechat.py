@@ -1,8 +1,10 @@
 """A local stand-in for api.weixin.qq.com, for the demo, `gridbot chat` and the tests.
 
-It speaks the two endpoints gridbot uses (/cgi-bin/token, /cgi-bin/message/custom/send) with
-WeChat's JSON shapes and error codes, records what was sent, and can be told to fail.
-Control endpoints live under /_fake/.
+It speaks the endpoints gridbot uses (/cgi-bin/token, /cgi-bin/message/custom/send,
+/cgi-bin/message/template/send, /cgi-bin/message/subscribe/bizsend, /cgi-bin/media/get) with
+WeChat's JSON shapes and error codes, records what was sent, and can be told to fail: `fail_next`,
+or the toggles `outside_window` (custom/send answers 45015), `over_quota` (45047) and
+`subscription_refused` (bizsend answers 43101). Control endpoints live under /_fake/.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ class FakeWeChat:
     token_fetches: int = 0
     media_fetches: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    templates: list[dict[str, Any]] = field(default_factory=list)  # template/send bodies
+    subscriptions: list[dict[str, Any]] = field(default_factory=list)  # subscribe/bizsend bodies
+    outside_window: bool = False
+    over_quota: bool = False
+    subscription_refused: bool = False
     _tokens: set[str] = field(default_factory=set)
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -40,6 +47,14 @@ class FakeWeChat:
 
     def texts_to(self, openid: str) -> list[str]:
         return [m["text"]["content"] for m in self.sent if m.get("touser") == openid and m.get("msgtype") == "text"]
+
+    def templates_to(self, openid: str) -> list[dict[str, str]]:
+        """The template messages sent to this person, each as {template key: value}."""
+        return [_values(m) for m in self.templates if m.get("touser") == openid]
+
+    def subscriptions_to(self, openid: str) -> list[dict[str, str]]:
+        """The subscription messages sent to this person, each as {template key: value}."""
+        return [_values(m) for m in self.subscriptions if m.get("touser") == openid]
 
     def _next_failure(self) -> Failure | None:
         while self.failures and self.failures[0].count <= 0:
@@ -53,6 +68,8 @@ class FakeWeChat:
         app = web.Application()
         app.router.add_get("/cgi-bin/token", self._token)
         app.router.add_post("/cgi-bin/message/custom/send", self._custom_send)
+        app.router.add_post("/cgi-bin/message/template/send", self._template_send)
+        app.router.add_post("/cgi-bin/message/subscribe/bizsend", self._subscribe_send)
         app.router.add_get("/cgi-bin/media/get", self._media_get)
         app.router.add_get("/_fake/messages", self._messages)
         app.router.add_post("/_fake/fail", self._fail)
@@ -78,11 +95,42 @@ class FakeWeChat:
             if failure.status != 200:
                 return web.Response(status=failure.status, text="upstream error")
             return web.json_response({"errcode": failure.errcode, "errmsg": "fake failure"})
+        if self.outside_window:
+            return web.json_response({"errcode": 45015, "errmsg": "response out of time limit"})
+        if self.over_quota:
+            return web.json_response({"errcode": 45047, "errmsg": "out of response count limit"})
         body = await request.json()
         if not body.get("touser") or body.get("msgtype") not in ("text", "image", "news"):
             return web.json_response({"errcode": 40008, "errmsg": "invalid message type"})
         self.sent.append({**body, "seq": next(self._seq)})
         return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    async def _template_send(self, request: web.Request) -> web.Response:
+        return await self._notice(request, self.templates)
+
+    async def _subscribe_send(self, request: web.Request) -> web.Response:
+        if self.subscription_refused and request.query.get("access_token") in self._tokens:
+            return web.json_response({"errcode": 43101, "errmsg": "user refuse to accept the msg"})
+        return await self._notice(request, self.subscriptions)
+
+    async def _notice(self, request: web.Request, into: list[dict[str, Any]]) -> web.Response:
+        """Template and subscription messages: {touser, template_id, data: {key: {value}}}."""
+        if request.query.get("access_token") not in self._tokens:
+            return web.json_response({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"})
+        failure = self._next_failure()
+        if failure is not None:
+            if failure.status != 200:
+                return web.Response(status=failure.status, text="upstream error")
+            return web.json_response({"errcode": failure.errcode, "errmsg": "fake failure"})
+        body = await request.json()
+        if not body.get("touser") or not body.get("template_id"):
+            return web.json_response({"errcode": 40037, "errmsg": "invalid template_id"})
+        data = body.get("data")
+        if not isinstance(data, dict) or not all(isinstance(v, dict) and "value" in v for v in data.values()):
+            return web.json_response({"errcode": 47003, "errmsg": "argument invalid! data.value"})
+        seq = next(self._seq)
+        into.append({**body, "seq": seq})
+        return web.json_response({"errcode": 0, "errmsg": "ok", "msgid": seq})
 
     async def _media_get(self, request: web.Request) -> web.Response:
         """Any media id starting with "missing" is unknown (40007); others are a tiny JPEG."""
@@ -103,8 +151,15 @@ class FakeWeChat:
         )
 
     async def _messages(self, request: web.Request) -> web.Response:
+        """Everything sent after a sequence number; template and subscription messages shown as
+        text (for `gridbot chat`)."""
         after = int(request.query.get("after", "0"))
-        return web.json_response([m for m in self.sent if m["seq"] > after])
+        notices = [
+            {"touser": m["touser"], "msgtype": kind, "seq": m["seq"], "text": {"content": _render(kind, m)}}
+            for kind, bodies in (("template", self.templates), ("subscribe", self.subscriptions))
+            for m in bodies
+        ]
+        return web.json_response(sorted((m for m in self.sent + notices if m["seq"] > after), key=lambda m: m["seq"]))
 
     async def _fail(self, request: web.Request) -> web.Response:
         data = await request.json()
@@ -118,3 +173,12 @@ class FakeWeChat:
     async def _expire(self, request: web.Request) -> web.Response:
         self.expire_tokens()
         return web.json_response({"ok": True})
+
+
+def _render(kind: str, body: dict[str, Any]) -> str:
+    label = "模板消息" if kind == "template" else "订阅通知"
+    return f"【{label}】" + "；".join(f"{k}：{v}" for k, v in _values(body).items())
+
+
+def _values(body: dict[str, Any]) -> dict[str, str]:
+    return {key: str(item["value"]) for key, item in body.get("data", {}).items()}

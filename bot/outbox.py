@@ -6,15 +6,18 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from bot.clock import Clock
 from bot.wechat_api import Result, Verdict
+from handlers.pushes import WECOM_APP, WECOM_ROBOT
 from storage import outbox
 from storage.db import SessionFactory, transaction
+from storage.models import OutboxMessage
 
 log = logging.getLogger("gridbot.outbox")
 
@@ -68,6 +71,43 @@ class MediaFetcher:
         return result
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """What a policy did with a row: the verdict, and what else went (or waits) with it."""
+
+    verdict: Verdict
+    detail: str = ""
+    merged: tuple[int, ...] = ()  # other rows delivered inside this one (or held with it)
+    channel: str | None = None  # the channel it actually went out on, when not its own
+
+    @classmethod
+    def of(cls, result: Result) -> Delivery:
+        return cls(result.verdict, result.detail)
+
+
+class DeliveryPolicy(Protocol):
+    """A channel whose sending rules need more than (recipient, payload): it sees the whole row
+    (and may read the database) before deciding how, or whether, to send (bot/delivery.py)."""
+
+    async def __call__(self, row: OutboxMessage) -> Delivery: ...
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `count` messages to one recipient in any `seconds`."""
+
+    count: int
+    seconds: float
+
+
+# WeCom's rules: app messages 30 a minute and 1,000 an hour to one member (beyond that WeCom drops
+# them silently); a group robot takes 20 a minute. Over the limit we wait, never drop.
+DEFAULT_RATE_LIMITS: dict[str, tuple[RateLimit, ...]] = {
+    WECOM_APP: (RateLimit(30, 60), RateLimit(1000, 3600)),
+    WECOM_ROBOT: (RateLimit(20, 60),),
+}
+
+
 BASE_DELAY = 2.0
 MAX_DELAY = 600.0
 QUOTA_DELAY = 900.0
@@ -87,9 +127,13 @@ class OutboxWorker:
         *,
         poll_seconds: float = 2.0,
         rng: random.Random | None = None,
+        policies: Mapping[str, DeliveryPolicy] | None = None,
+        rate_limits: Mapping[str, Sequence[RateLimit]] | None = None,
     ) -> None:
         self.factory = factory
         self.senders = dict(senders)
+        self.policies = dict(policies or {})
+        self.rate_limits = dict(DEFAULT_RATE_LIMITS if rate_limits is None else rate_limits)
         self.clock = clock
         self.poll_seconds = poll_seconds
         self.rng = rng or random.Random()
@@ -111,14 +155,26 @@ class OutboxWorker:
                 async with transaction(self.factory) as session:
                     await outbox.release(session, row_id=row.id)
                 continue
-            result = await self._deliver(row.channel, row.recipient, row.payload)
+            free_at = await self._rate_limited(row)
+            if free_at is not None:
+                # Over the channel's rate: due again when the window frees; later rows wait behind it.
+                blocked.add(row.recipient)
+                async with transaction(self.factory) as session:
+                    await outbox.reschedule(session, row_id=row.id, at=free_at)
+                continue
+            result = await self._deliver(row)
             now = self.clock.now()
             async with transaction(self.factory) as session:
                 if result.verdict is Verdict.SENT:
-                    await outbox.mark_sent(session, row_id=row.id, now=now)
+                    await outbox.mark_sent(
+                        session, row_id=row.id, now=now, channel=result.channel, merged=result.merged
+                    )
                     continue
                 blocked.add(row.recipient)
-                if result.verdict is Verdict.PARK:
+                if result.verdict is Verdict.HOLD:
+                    log.info("push held until the recipient writes", extra={"outbox_id": row.id})
+                    await outbox.hold(session, row_id=row.id, error=result.detail, merged=result.merged)
+                elif result.verdict is Verdict.PARK:
                     log.warning("push parked", extra={"outbox_id": row.id, "error": result.detail})
                     await outbox.mark_parked(session, row_id=row.id, error=result.detail)
                 else:
@@ -128,11 +184,34 @@ class OutboxWorker:
                     )
         return len(due)
 
-    async def _deliver(self, channel: str, recipient: str, payload: dict[str, Any]) -> Result:
-        sender = self.senders.get(channel)
+    async def _deliver(self, row: OutboxMessage) -> Delivery:
+        policy = self.policies.get(row.channel)
+        if policy is not None:
+            return await policy(row)
+        sender = self.senders.get(row.channel)
         if sender is None:  # e.g. a WeCom push on a server where WeCom is not configured
-            return Result(Verdict.PARK, f"channel {channel} is not configured")
-        return await sender(recipient, payload)
+            return Delivery(Verdict.PARK, f"channel {row.channel} is not configured")
+        return Delivery.of(await sender(row.recipient, row.payload))
+
+    async def _rate_limited(self, row: OutboxMessage) -> datetime | None:
+        """When the recipient's window frees, if sending now would exceed a rate limit. Counted
+        from the sent rows, so every process shares the count; claim_due hands out one row per
+        recipient at a time, so two workers cannot both take the last free slot."""
+        limits = self.rate_limits.get(row.channel)
+        if not limits:
+            return None
+        now = self.clock.now()
+        free_at: datetime | None = None
+        async with transaction(self.factory) as session:
+            for limit in limits:
+                window = timedelta(seconds=limit.seconds)
+                times = await outbox.recent_sent_times(
+                    session, recipient=row.recipient, channel=row.channel, since=now - window, limit=limit.count
+                )
+                if len(times) >= limit.count:
+                    at = times[limit.count - 1] + window
+                    free_at = at if free_at is None else max(free_at, at)
+        return free_at
 
     async def drain(self, max_rounds: int = 100) -> None:
         """Deliver until nothing more is due now (tests and shutdown)."""

@@ -80,6 +80,11 @@ class Receiver:
                     now=self.clock.now(),
                 )
                 session.add(row)
+                # Their message opens WeChat's customer-service window again: what was held for
+                # them (bot/delivery.py) is due now, committed with the message that woke it.
+                # (Events do not: see storage.inbound.last_from.)
+                if msg.kind != "event":
+                    await outbox.wake_held(session, recipient=msg.sender, now=self.clock.now())
         except IntegrityError:
             return await self._retry(dedupe_key)
         assert row.id is not None

@@ -23,12 +23,14 @@ class Verdict(Enum):
     REFRESH_TOKEN = "refresh_token"  # the token is stale: refresh and retry at once
     BACK_OFF = "back_off"  # a quota: try again, much later
     PARK = "park"  # will never succeed as it is: keep it with the reason, stop trying
+    HOLD = "hold"  # cannot reach the person now: keep it until they next write to us (bot/delivery.py)
 
 
 @dataclass(frozen=True)
 class Result:
     verdict: Verdict
     detail: str = ""
+    errcode: int = 0  # WeChat's own code, for callers that treat some codes specially (45015, 45047)
 
 
 # errcode → meaning, in one place (https://developers.weixin.qq.com/doc/offiaccount/Getting_Started/Global_Return_Code.html)
@@ -42,13 +44,14 @@ def classify(errcode: int, errmsg: str = "") -> Result:
         return Result(Verdict.SENT)
     detail = f"{errcode} {errmsg}".strip()
     if errcode in _TOKEN_ERRORS:
-        return Result(Verdict.REFRESH_TOKEN, detail)
+        return Result(Verdict.REFRESH_TOKEN, detail, errcode)
     if errcode in _QUOTA_ERRORS:
-        return Result(Verdict.BACK_OFF, detail)
+        return Result(Verdict.BACK_OFF, detail, errcode)
     if errcode in _TRANSIENT_ERRORS:
-        return Result(Verdict.RETRY, detail)
-    # 45015 (outside the 48 h window), 40003 (bad openid), 43004 (unsubscribed) …: retrying won't help.
-    return Result(Verdict.PARK, detail)
+        return Result(Verdict.RETRY, detail, errcode)
+    # 45015 (outside the 48 h window), 40003 (bad openid), 43004 (unsubscribed) …: retrying won't help
+    # as it is (bot/delivery.py falls back to a template message for 45015 and 45047).
+    return Result(Verdict.PARK, detail, errcode)
 
 
 class TokenError(Exception):
@@ -88,11 +91,23 @@ class WeChatAPI:
 
     async def send_custom(self, recipient: str, payload: dict[str, Any]) -> Result:
         """客服消息: /cgi-bin/message/custom/send. Refreshes the token once when WeChat says it is stale."""
-        body = {"touser": recipient, **payload}
+        return await self._send("/cgi-bin/message/custom/send", {"touser": recipient, **payload})
+
+    async def send_template(self, recipient: str, template_id: str, data: dict[str, str]) -> Result:
+        """模板消息: /cgi-bin/message/template/send; `data` maps the template's keys to values."""
+        body = {"touser": recipient, "template_id": template_id, "data": {k: {"value": v} for k, v in data.items()}}
+        return await self._send("/cgi-bin/message/template/send", body)
+
+    async def send_subscribe(self, recipient: str, template_id: str, data: dict[str, str]) -> Result:
+        """订阅通知: /cgi-bin/message/subscribe/bizsend (one send per one-time subscription; 43101 = none left)."""
+        body = {"touser": recipient, "template_id": template_id, "data": {k: {"value": v} for k, v in data.items()}}
+        return await self._send("/cgi-bin/message/subscribe/bizsend", body)
+
+    async def _send(self, path: str, body: dict[str, Any]) -> Result:
         for attempt in range(2):
             try:
                 token = await self.access_token(force=attempt > 0)
-                data = await self._post_json("/cgi-bin/message/custom/send", {"access_token": token}, body)
+                data = await self._post_json(path, {"access_token": token}, body)
             except TokenError as exc:
                 return Result(Verdict.RETRY, f"token: {exc}")
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

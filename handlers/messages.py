@@ -194,3 +194,14 @@ BLOCKED_NOTICE = "您的账号已被限制反映问题。如有疑问，请联�
 
 UNKNOWN_PLACE = "未说明"
 WECOM_NOT_STAFF = "您不在本街道网格工作人员名单中，无法使用工单指令。如需登记，请联系街道调度员。"
+
+# Pushes merged into one when WeChat's customer-service rules stop them going one by one
+# (bot/delivery.py): as one text, and as a template / subscription message's values.
+MERGED_UPDATES = "您有{count}条工单进展：\n{items}"
+MERGED_ITEM = "{n}. {text}"
+MERGED_OTHER = "（一条{kind}消息）"
+TEMPLATE_SUMMARY = "共{count}条进展，回复“查询”看详情"
+TEMPLATE_NUMBERS = "{number}等{count}件"
+TEMPLATE_NO_NUMBER = "-"
+TEMPLATE_NO_STATUS = "通知"
+TEMPLATE_DROP = ("您反映的问题",)  # boilerplate left out of a template's 20-character summary

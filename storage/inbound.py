@@ -71,6 +71,16 @@ async def count_from(session: AsyncSession, *, sender: str, since: datetime) -> 
     return int((await session.exec(stmt)).one())
 
 
+async def last_from(session: AsyncSession, *, sender: str) -> datetime | None:
+    """When this sender last wrote to us (WeChat's 48-hour customer-service window starts there).
+    Events do not count: most open no window (TEMPLATESENDJOBFINISH, LOCATION, VIEW), and the few
+    that do (subscribe, CLICK, SCAN) allow only 3 messages within 1 minute."""
+    stmt = select(func.max(InboundMessage.received_at)).where(
+        InboundMessage.sender == sender, InboundMessage.msg_type != "event"
+    )
+    return (await session.exec(stmt)).one()
+
+
 async def get(session: AsyncSession, row_id: int) -> InboundMessage | None:
     return await session.get(InboundMessage, row_id)
 

@@ -1,11 +1,17 @@
-"""The outbox: pushes written in the same transaction as the change they announce."""
+"""The outbox: pushes written in the same transaction as the change they announce.
+
+A row's status: pending (to deliver), sent, parked (never will be, with the reason), held (cannot
+reach the person until they next write; woken by `wake_held`), merged (travels inside the row named
+by merged_into_id: delivered when that one is, with sent_at set then).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, update
+from sqlalchemy import and_, exists, func, or_, update
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -71,8 +77,117 @@ async def claim_due(session: AsyncSession, *, now: datetime, lease: timedelta, l
     return claimed
 
 
-async def mark_sent(session: AsyncSession, *, row_id: int, now: datetime) -> None:
-    await _set(session, row_id, status="sent", sent_at=now, claimed_until=None, attempts=OutboxMessage.attempts + 1)
+async def mark_sent(
+    session: AsyncSession, *, row_id: int, now: datetime, channel: str | None = None, merged: Sequence[int] = ()
+) -> None:
+    """Delivered. `channel`: the channel it actually went out on, when not its own (a template
+    message instead of a customer-service one); `merged`: rows delivered inside it."""
+    values: dict[str, Any] = {"channel": channel} if channel else {}
+    await _set(
+        session, row_id, status="sent", sent_at=now, claimed_until=None, attempts=OutboxMessage.attempts + 1, **values
+    )
+    if merged:
+        await _merge(session, into=row_id, row_ids=merged, sent_at=now)
+    # Rows merged into this one earlier (while it was held) went out with it.
+    await session.exec(  # type: ignore[call-overload]
+        update(OutboxMessage)
+        .where(col(OutboxMessage.merged_into_id) == row_id, col(OutboxMessage.status) == "merged")
+        .values(sent_at=now)
+    )
+
+
+async def hold(session: AsyncSession, *, row_id: int, error: str, merged: Sequence[int] = ()) -> None:
+    """Keep the row (and the rows merged into it) until the recipient writes again."""
+    await _set(session, row_id, status="held", claimed_until=None, last_error=error[:500])
+    if merged:
+        await _merge(session, into=row_id, row_ids=merged, sent_at=None)
+
+
+async def _merge(session: AsyncSession, *, into: int, row_ids: Sequence[int], sent_at: datetime | None) -> None:
+    # Only rows still undelivered: one that was sent or parked meanwhile keeps its own fate.
+    await session.exec(  # type: ignore[call-overload]
+        update(OutboxMessage)
+        .where(
+            col(OutboxMessage.id).in_(list(row_ids)),
+            col(OutboxMessage.id) != into,
+            col(OutboxMessage.status).in_(("pending", "held", "merged")),
+        )
+        .values(status="merged", merged_into_id=into, sent_at=sent_at, claimed_until=None)
+    )
+
+
+async def wake_held(session: AsyncSession, *, recipient: str, now: datetime) -> int:
+    """The person wrote to us: what was held for them is due now. Returns how many rows woke."""
+    result = await session.exec(  # type: ignore[call-overload]
+        update(OutboxMessage)
+        .where(col(OutboxMessage.recipient) == recipient, col(OutboxMessage.status) == "held")
+        .values(status="pending", next_attempt_at=now, claimed_until=None)
+    )
+    return int(result.rowcount or 0)
+
+
+async def reschedule(session: AsyncSession, *, row_id: int, at: datetime) -> None:
+    """Not now (a rate limit): due again at `at`, without counting an attempt."""
+    await _set(session, row_id, next_attempt_at=at, claimed_until=None)
+
+
+async def count_sent(session: AsyncSession, *, recipient: str, channel: str, since: datetime) -> int:
+    """How many messages went to this recipient on this channel since `since` (the 48 h quota)."""
+    stmt = select(func.count()).where(
+        OutboxMessage.recipient == recipient,
+        OutboxMessage.channel == channel,
+        col(OutboxMessage.sent_at) >= since,
+        OutboxMessage.status == "sent",
+    )
+    return int((await session.exec(stmt)).one())
+
+
+async def recent_sent_times(
+    session: AsyncSession, *, recipient: str, channel: str, since: datetime, limit: int
+) -> list[datetime]:
+    """When the latest `limit` messages to this recipient went out after `since`, newest first
+    (sliding-window rate limits, shared by every process through the table)."""
+    stmt = (
+        select(OutboxMessage.sent_at)
+        .where(
+            OutboxMessage.recipient == recipient,
+            OutboxMessage.channel == channel,
+            col(OutboxMessage.sent_at) > since,
+            OutboxMessage.status == "sent",
+        )
+        .order_by(col(OutboxMessage.sent_at).desc())
+        .limit(limit)
+    )
+    return [t for t in (await session.exec(stmt)).all() if t is not None]
+
+
+async def undelivered(session: AsyncSession, *, recipient: str, channel: str) -> list[OutboxMessage]:
+    """Everything still to reach this recipient on this channel, oldest first: pending and held rows
+    and the rows merged into them."""
+    open_rows = list(
+        (
+            await session.exec(
+                select(OutboxMessage)
+                .where(
+                    OutboxMessage.recipient == recipient,
+                    OutboxMessage.channel == channel,
+                    col(OutboxMessage.status).in_(("pending", "held")),
+                )
+                .order_by(col(OutboxMessage.id))
+            )
+        ).all()
+    )
+    ids = [r.id for r in open_rows]
+    children = list(
+        (
+            await session.exec(
+                select(OutboxMessage).where(
+                    col(OutboxMessage.merged_into_id).in_(ids), OutboxMessage.status == "merged"
+                )
+            )
+        ).all()
+    )
+    return sorted(open_rows + children, key=lambda r: r.id or 0)
 
 
 async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error: str) -> None:

@@ -121,6 +121,11 @@ async def test_suspended_case_wakes_on_its_date_and_its_leader_is_told(wechat: W
     case = await current(wechat, case)
     assert case.status == Status.IN_PROGRESS and case.suspended_until is None
     await wechat.deliver()
+    # Nine days since the leader last wrote: outside WeChat's 48 h window, and no template message
+    # configured, so the notice waits for the leader's next message (bot/delivery.py).
+    assert not wechat.pushes_to(LEADER_HP01)[-1].startswith("【恢复】")
+    await wechat.text(LEADER_HP01, "我的工单")
+    await wechat.deliver()
     assert wechat.pushes_to(LEADER_HP01)[-1].startswith("【恢复】挂起到期（等待路灯配件），请继续处理。")
 
 

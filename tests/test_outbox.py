@@ -64,18 +64,33 @@ async def test_token_is_cached_across_pushes(wechat: WeChat) -> None:
 
 
 async def test_push_that_can_never_succeed_is_parked_with_the_reason(wechat: WeChat) -> None:
-    wechat.fake.fail_next(1, errcode=45015)  # the leader has not talked to the account for 48 h
+    wechat.fake.fail_next(1, errcode=40003)  # invalid openid
     await wechat.text(RESIDENT, REPORT)
     await wechat.deliver()
     [row] = await wechat.outbox()
-    assert row.status == "parked" and (row.last_error or "").startswith("45015")
+    assert row.status == "parked" and (row.last_error or "").startswith("40003")
     wechat.clock.advance(hours=1)
     await wechat.deliver()
     assert wechat.pushes_to(LEADER_HP01) == []
 
 
-async def test_quota_errors_back_off_for_long(wechat: WeChat) -> None:
-    wechat.fake.fail_next(1, errcode=45047)
+@pytest.mark.parametrize("errcode", [45015, 45047])
+async def test_outside_window_or_over_quota_without_fallback_holds_the_push(wechat: WeChat, errcode: int) -> None:
+    wechat.fake.fail_next(1, errcode=errcode)  # the leader has not written for 48 h / used the quota
+    await wechat.text(RESIDENT, REPORT)
+    await wechat.deliver()
+    [row] = await wechat.outbox()
+    assert row.status == "held" and str(errcode) in (row.last_error or "")
+    wechat.clock.advance(hours=1)
+    await wechat.deliver()
+    assert wechat.pushes_to(LEADER_HP01) == []
+    await wechat.text(LEADER_HP01, "我的工单")  # the leader writes: the card goes out
+    await wechat.deliver()
+    assert "路灯坏了" in wechat.pushes_to(LEADER_HP01)[-1]
+
+
+async def test_minute_quota_errors_back_off_for_long(wechat: WeChat) -> None:
+    wechat.fake.fail_next(1, errcode=45011)
     await wechat.text(RESIDENT, REPORT)
     await wechat.deliver()
     [row] = await wechat.outbox()
