@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -15,6 +16,17 @@ import aiohttp
 from bot.clock import Clock
 
 log = logging.getLogger("gridbot.wechat_api")
+
+_CREDENTIAL_IN_URL = re.compile(r"(access_token|secret|corpsecret|key)=[^&\s'\")]+")
+
+
+def redact(text: str, *credentials: str) -> str:
+    """Error text safe to store (outbox.last_error) or log: credentials, and anything that looks like
+    one in a URL (aiohttp puts the request URL in its errors), masked."""
+    for credential in credentials:
+        if credential:
+            text = text.replace(credential, "***")
+    return _CREDENTIAL_IN_URL.sub(r"\1=***", text)
 
 
 class Verdict(Enum):
@@ -111,7 +123,7 @@ class WeChatAPI:
             except TokenError as exc:
                 return Result(Verdict.RETRY, f"token: {exc}")
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                return Result(Verdict.RETRY, f"{type(exc).__name__}: {exc}"[:200])
+                return Result(Verdict.RETRY, self._error(exc))
             result = classify(int(data.get("errcode", 0)), str(data.get("errmsg", "")))
             if result.verdict is not Verdict.REFRESH_TOKEN:
                 return result
@@ -130,7 +142,7 @@ class WeChatAPI:
             except TokenError as exc:
                 return Result(Verdict.RETRY, f"token: {exc}"), b"", ""
             except (aiohttp.ClientError, TimeoutError) as exc:
-                return Result(Verdict.RETRY, f"{type(exc).__name__}: {exc}"[:200]), b"", ""
+                return Result(Verdict.RETRY, self._error(exc)), b"", ""
             if kind not in ("application/json", "text/plain"):
                 return Result(Verdict.SENT), body, kind
             try:
@@ -146,13 +158,16 @@ class WeChatAPI:
                 )
         return Result(Verdict.RETRY, result.detail), b"", ""
 
+    def _error(self, exc: BaseException) -> str:
+        return redact(f"{type(exc).__name__}: {exc}", self.secret, self._token or "")[:200]
+
     async def _get_json(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         try:
             async with self.http.get(self.base + path, params=params, timeout=self.timeout) as resp:
                 resp.raise_for_status()
                 return dict(await resp.json(content_type=None))
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise TokenError(f"{type(exc).__name__}: {exc}"[:200]) from exc
+            raise TokenError(self._error(exc)) from exc
 
     async def _post_json(self, path: str, params: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
         async with self.http.post(self.base + path, params=params, json=body, timeout=self.timeout) as resp:

@@ -14,14 +14,13 @@ import asyncio
 import hashlib
 import json
 import logging
-import re
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 
 from bot.clock import Clock
-from bot.wechat_api import Result, TokenError, Verdict
+from bot.wechat_api import Result, TokenError, Verdict, redact
 from handlers.pushes import ROBOT_MARKDOWN_BYTES, ROBOT_TEXT_BYTES, split_utf8
 
 log = logging.getLogger("gridbot.wecom_api")
@@ -52,17 +51,6 @@ def classify(errcode: int, errmsg: str = "") -> Result:
     if errcode in _INVALID_ROBOT:
         return Result(Verdict.PARK, f"invalid robot key: {detail}")
     return Result(Verdict.PARK, detail)
-
-
-_CREDENTIAL_IN_URL = re.compile(r"(access_token|corpsecret|key)=[^&\s'\")]+")
-
-
-def redact(text: str, *credentials: str) -> str:
-    """Error text safe to store: credentials, and anything that looks like one in a URL, masked."""
-    for credential in credentials:
-        if credential:
-            text = text.replace(credential, "***")
-    return _CREDENTIAL_IN_URL.sub(r"\1=***", text)
 
 
 class WeComAPI:

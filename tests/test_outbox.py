@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from bot.app import create_app
+from bot.clock import SystemClock
 from bot.config import Settings
 from bot.fake_wechat import FakeWeChat
 from bot.outbox import MAX_DELAY, backoff
-from tests.conftest import LEADER_HP01, RESIDENT, FakeClock, WeChat
+from bot.wechat_api import Verdict, WeChatAPI
+from tests.conftest import APPID, LEADER_HP01, RESIDENT, SECRET, FakeClock, WeChat
 
 REPORT = "幸福里小区3号楼东侧路灯坏了"
 
@@ -23,6 +27,7 @@ async def test_api_failure_then_recovery_delivers_exactly_once(wechat: WeChat) -
     assert wechat.pushes_to(LEADER_HP01) == []
     [row] = await wechat.outbox()
     assert row.status == "pending" and row.attempts == 1 and "502" in (row.last_error or "")
+    assert "FAKE_TOKEN" not in (row.last_error or "")  # aiohttp's error names the URL, token and all
 
     for _ in range(5):  # the clock moves on; each due retry runs once
         wechat.clock.advance(seconds=MAX_DELAY)
@@ -145,3 +150,19 @@ async def test_background_worker_delivers_without_being_asked(live: WeChat) -> N
             break
         await asyncio.sleep(0.01)
     assert len(live.pushes_to(LEADER_HP01)) == 1
+
+
+async def test_a_failing_token_fetch_never_puts_the_secret_in_the_error(aiohttp_server: Any) -> None:
+    async def broken(request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", broken)
+    server = await aiohttp_server(app)
+    async with aiohttp.ClientSession() as http:
+        api = WeChatAPI(
+            http, base=str(server.make_url("")).rstrip("/"), appid=APPID, secret=SECRET, clock=SystemClock(), timeout=5
+        )
+        result = await api.send_custom(RESIDENT, {"msgtype": "text", "text": {"content": "x"}})
+    assert result.verdict is Verdict.RETRY and "500" in result.detail
+    assert SECRET not in result.detail and "secret=***" in result.detail

@@ -403,3 +403,21 @@ def test_create_time_is_read_as_utc() -> None:
     parsed = transport.parse(query, body, datetime.fromtimestamp(ts, UTC))
     assert parsed.msg.channel == "wecom" and parsed.msg.sender == WUGANG and parsed.msg.text == "接单"
     assert parsed.msg.created_at == datetime.fromtimestamp(ts, UTC) and parsed.dedupe_key == "wecom:wugang:7"
+
+
+async def test_a_burst_of_urgent_cases_reaches_the_group_at_most_20_posts_a_minute(wecom: WeCom) -> None:
+    """24 fires reported at once in 春晖第二网格 (pins 210 m apart, so none repeats another): every
+    post reaches the robot, in order, 20 in the first minute and the rest in the next, none dropped."""
+    pins = [(39.9155 + 0.0019 * row, 116.4155 + 0.0025 * col) for row in range(4) for col in range(6)]
+    for n, (lat, lon) in enumerate(pins):
+        resident = f"o_fire_{n:02d}"
+        await wecom.wechat.location(resident, lat, lon)
+        await wecom.wechat.text(resident, f"这里着火了，冒烟很大（{n}）")
+    cases = await wecom.wechat.cases()
+    assert len(cases) == 24 and all(c.urgent for c in cases)
+    await wecom.deliver()
+    assert len(wecom.fake.robot_posts("demo-robot-ch")) == 20
+    wecom.clock.advance(seconds=60)
+    await wecom.deliver()
+    posts = wecom.fake.robot_posts("demo-robot-ch")
+    assert [c.number in p["text"]["content"] for p, c in zip(posts, cases, strict=True)] == [True] * 24
