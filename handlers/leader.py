@@ -258,8 +258,9 @@ async def my_cases(staff: Staff, session: AsyncSession, services: Services, now:
 
 @router.message(kind("event"))
 async def staff_event(msg: Inbound) -> str | None:
-    """WeCom app events: adding the app (subscribe) gets the command list; opening it (enter_agent),
-    location reports and menu clicks get nothing, as an answer to each would be noise."""
+    """Staff events on either channel: following the account or adding the WeCom app (subscribe) gets
+    the command list; opening the app (enter_agent), location reports and menu clicks get nothing, as an
+    answer to each would be noise."""
     return m.STAFF_HELP if msg.event == "subscribe" else None
 
 

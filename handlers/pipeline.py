@@ -36,12 +36,9 @@ async def handle(session: AsyncSession, msg: Inbound, services: Services, now: d
             return m.WECOM_NOT_STAFF, outcome
     else:
         staff = await grids.staff_by_openid(session, msg.sender)
-    # On WeCom everything goes to the staff routes (a pin, an app event, an untranscribed voice note
-    # get staff answers): a WeCom user id must never become a resident. On the Official Account a
-    # staff member's pin or event still goes the resident way (unchanged here).
-    if staff is not None and (
-        msg.channel == "wecom" or msg.kind == "image" or (msg.kind in ("text", "voice") and msg.text)
-    ):
+    # Everything a staff member sends goes to the staff routes (a pin, an app or menu event, an
+    # untranscribed voice note get staff answers): staff never become residents, nor make cases.
+    if staff is not None:
         context["staff"] = staff
         return await staff_dispatcher.feed(msg, context), outcome
     context["resident"] = person = await resident_for(session, openid=msg.sender, now=now)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from sqlmodel import select
+
 from bot.app import FACTORY
+from handlers import messages as m
 from storage.cases import timeline
 from storage.db import transaction
 from storage.lifecycle import Status
+from storage.models import Resident
 from tests.conftest import LEADER_CH01, LEADER_HP01, RESIDENT, WeChat
 
 
@@ -123,3 +127,14 @@ async def test_dispatcher_cannot_accept_and_other_grids_cannot_return(wechat: We
     assert reply is not None and "不在您负责的范围内" in reply
     [case] = await wechat.cases()
     assert case.status == Status.DISPATCHED
+
+
+async def test_a_leaders_pins_and_events_on_the_official_account_make_no_resident_and_no_case(wechat: WeChat) -> None:
+    assert await wechat.location(LEADER_HP01, 39.926, 116.403, "幸福里小区") == m.STAFF_LOCATION_UNUSED
+    follow = wechat.xml(LEADER_HP01, "event", {"Event": "subscribe", "EventKey": ""})
+    assert await wechat.send(follow) == m.STAFF_HELP
+    located = {"Event": "LOCATION", "Latitude": 39.926, "Longitude": 116.403, "Precision": 30}
+    assert await wechat.send(wechat.xml(LEADER_HP01, "event", located)) is None
+    async with transaction(wechat.app[FACTORY]) as session:
+        assert (await session.exec(select(Resident))).all() == []
+    assert await wechat.cases() == []
