@@ -23,27 +23,58 @@ class Failure:
     errcode: int = -1  # WeChat errcode, when status is 200
 
 
-@dataclass
-class FakeWeChat:
-    appid: str
-    secret: str
-    sent: list[dict[str, Any]] = field(default_factory=list)
-    token_fetches: int = 0
-    media_fetches: list[str] = field(default_factory=list)
+@dataclass(kw_only=True)
+class FakeAPI:
+    """What both fakes share: issued tokens, queued failures, and the /_fake/ control endpoints."""
+
     failures: list[Failure] = field(default_factory=list)
-    templates: list[dict[str, Any]] = field(default_factory=list)  # template/send bodies
-    subscriptions: list[dict[str, Any]] = field(default_factory=list)  # subscribe/bizsend bodies
-    outside_window: bool = False
-    over_quota: bool = False
-    subscription_refused: bool = False
     _tokens: set[str] = field(default_factory=set)
-    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def fail_next(self, count: int, *, status: int = 200, errcode: int = -1) -> None:
         self.failures.append(Failure(count, status, errcode))
 
     def expire_tokens(self) -> None:
         self._tokens.clear()
+
+    def _next_failure(self) -> Failure | None:
+        while self.failures and self.failures[0].count <= 0:
+            self.failures.pop(0)
+        if not self.failures:
+            return None
+        self.failures[0].count -= 1
+        return self.failures[0]
+
+    def _add_controls(self, app: web.Application) -> None:
+        app.router.add_post("/_fake/fail", self._fail)
+        app.router.add_post("/_fake/expire_tokens", self._expire)
+
+    async def _fail(self, request: web.Request) -> web.Response:
+        data = await request.json()
+        self.fail_next(
+            int(data.get("count", 1)),
+            status=int(data.get("status", 200)),
+            errcode=int(data.get("errcode", -1)),
+        )
+        return web.json_response({"ok": True})
+
+    async def _expire(self, request: web.Request) -> web.Response:
+        self.expire_tokens()
+        return web.json_response({"ok": True})
+
+
+@dataclass
+class FakeWeChat(FakeAPI):
+    appid: str
+    secret: str
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    token_fetches: int = 0
+    media_fetches: list[str] = field(default_factory=list)
+    templates: list[dict[str, Any]] = field(default_factory=list)  # template/send bodies
+    subscriptions: list[dict[str, Any]] = field(default_factory=list)  # subscribe/bizsend bodies
+    outside_window: bool = False
+    over_quota: bool = False
+    subscription_refused: bool = False
+    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def texts_to(self, openid: str) -> list[str]:
         return [m["text"]["content"] for m in self.sent if m.get("touser") == openid and m.get("msgtype") == "text"]
@@ -56,14 +87,6 @@ class FakeWeChat:
         """The subscription messages sent to this person, each as {template key: value}."""
         return [_values(m) for m in self.subscriptions if m.get("touser") == openid]
 
-    def _next_failure(self) -> Failure | None:
-        while self.failures and self.failures[0].count <= 0:
-            self.failures.pop(0)
-        if not self.failures:
-            return None
-        self.failures[0].count -= 1
-        return self.failures[0]
-
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/cgi-bin/token", self._token)
@@ -72,8 +95,7 @@ class FakeWeChat:
         app.router.add_post("/cgi-bin/message/subscribe/bizsend", self._subscribe_send)
         app.router.add_get("/cgi-bin/media/get", self._media_get)
         app.router.add_get("/_fake/messages", self._messages)
-        app.router.add_post("/_fake/fail", self._fail)
-        app.router.add_post("/_fake/expire_tokens", self._expire)
+        self._add_controls(app)
         return app
 
     async def _token(self, request: web.Request) -> web.Response:
@@ -160,19 +182,6 @@ class FakeWeChat:
             for m in bodies
         ]
         return web.json_response(sorted((m for m in self.sent + notices if m["seq"] > after), key=lambda m: m["seq"]))
-
-    async def _fail(self, request: web.Request) -> web.Response:
-        data = await request.json()
-        self.fail_next(
-            int(data.get("count", 1)),
-            status=int(data.get("status", 200)),
-            errcode=int(data.get("errcode", -1)),
-        )
-        return web.json_response({"ok": True})
-
-    async def _expire(self, request: web.Request) -> web.Response:
-        self.expire_tokens()
-        return web.json_response({"ok": True})
 
 
 def _render(kind: str, body: dict[str, Any]) -> str:

@@ -3,7 +3,7 @@
 It speaks the endpoints gridbot uses — /cgi-bin/gettoken, /cgi-bin/message/send (app messages),
 /cgi-bin/media/get, /cgi-bin/webhook/send (group robots) — with WeCom's JSON shapes and error codes,
 records what was sent, and can be told to fail or to be rate-limited. Control endpoints live under
-/_fake/, as in bot/fake_wechat.py (whose Failure it shares).
+/_fake/, as in bot/fake_wechat.py (whose FakeAPI base it shares).
 
 Where the real WeCom would cut off an over-long text silently, the fake refuses it (errcode 40058)
 so that a test notices.
@@ -17,14 +17,14 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.fake_wechat import Failure
+from bot.fake_wechat import FakeAPI
 
 APP_TEXT_BYTES = 2048
 ROBOT_LIMITS = {"text": 2048, "markdown": 4096}
 
 
 @dataclass
-class FakeWeCom:
+class FakeWeCom(FakeAPI):
     corp_id: str
     secret: str
     agent_id: int
@@ -33,16 +33,8 @@ class FakeWeCom:
     sent: list[dict[str, Any]] = field(default_factory=list)  # app messages and robot posts, in order
     token_fetches: int = 0
     media_fetches: list[str] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
     rate_limited: bool = False  # every send answers 45009 until switched off
-    _tokens: set[str] = field(default_factory=set)
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-
-    def fail_next(self, count: int, *, status: int = 200, errcode: int = -1) -> None:
-        self.failures.append(Failure(count, status, errcode))
-
-    def expire_tokens(self) -> None:
-        self._tokens.clear()
 
     def app_messages(self, userid: str | None = None) -> list[dict[str, Any]]:
         return [m for m in self.sent if m["kind"] == "app" and (userid is None or m["touser"] == userid)]
@@ -53,14 +45,6 @@ class FakeWeCom:
     def robot_posts(self, key: str | None = None) -> list[dict[str, Any]]:
         return [m for m in self.sent if m["kind"] == "robot" and (key is None or m["key"] == key)]
 
-    def _next_failure(self) -> Failure | None:
-        while self.failures and self.failures[0].count <= 0:
-            self.failures.pop(0)
-        if not self.failures:
-            return None
-        self.failures[0].count -= 1
-        return self.failures[0]
-
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/cgi-bin/gettoken", self._gettoken)
@@ -68,8 +52,7 @@ class FakeWeCom:
         app.router.add_get("/cgi-bin/media/get", self._media_get)
         app.router.add_post("/cgi-bin/webhook/send", self._webhook_send)
         app.router.add_get("/_fake/messages", self._messages)
-        app.router.add_post("/_fake/fail", self._fail)
-        app.router.add_post("/_fake/expire_tokens", self._expire)
+        self._add_controls(app)
         app.router.add_post("/_fake/rate_limit", self._rate_limit)
         return app
 
@@ -150,17 +133,6 @@ class FakeWeCom:
     async def _messages(self, request: web.Request) -> web.Response:
         after = int(request.query.get("after", "0"))
         return web.json_response([m for m in self.sent if m["seq"] > after])
-
-    async def _fail(self, request: web.Request) -> web.Response:
-        data = await request.json()
-        self.fail_next(
-            int(data.get("count", 1)), status=int(data.get("status", 200)), errcode=int(data.get("errcode", -1))
-        )
-        return web.json_response({"ok": True})
-
-    async def _expire(self, request: web.Request) -> web.Response:
-        self.expire_tokens()
-        return web.json_response({"ok": True})
 
     async def _rate_limit(self, request: web.Request) -> web.Response:
         self.rate_limited = bool((await request.json()).get("on", True))
