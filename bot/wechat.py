@@ -174,6 +174,32 @@ def _coords(x: Any, y: Any) -> tuple[float, float]:
         raise ProtocolError(400, "bad location") from exc
 
 
+def message_xml(
+    to: str,
+    sender: str,
+    msg_type: str,
+    fields: dict[str, Any],
+    *,
+    create_time: int,
+    msg_id: int | None,
+    tail: dict[str, Any] | None = None,
+) -> str:
+    """A message as the WeChat (or WeCom) server writes it: the header, the type's fields, then MsgId
+    (none on events) and any `tail` fields (WeCom's AgentID)."""
+    parts = [
+        f"<ToUserName><![CDATA[{to}]]></ToUserName>",
+        f"<FromUserName><![CDATA[{sender}]]></FromUserName>",
+        f"<CreateTime>{create_time}</CreateTime>",
+        f"<MsgType><![CDATA[{msg_type}]]></MsgType>",
+    ]
+    extra = {**fields, **({"MsgId": msg_id} if msg_type != "event" and msg_id is not None else {}), **(tail or {})}
+    for key, value in extra.items():
+        parts.append(
+            f"<{key}>{value}</{key}>" if isinstance(value, int | float) else f"<{key}><![CDATA[{value}]]></{key}>"
+        )
+    return "<xml>" + "".join(parts) + "</xml>"
+
+
 class WeChatSimulator:
     """Plays the WeChat server: builds, signs and (in safe mode) encrypts messages exactly as WeChat
     does, and reads the replies. Used by `gridbot chat`, the tests and the benchmarks."""
@@ -197,19 +223,9 @@ class WeChatSimulator:
         create_time: int,
         msg_id: int | None = None,
     ) -> str:
-        parts = [
-            f"<ToUserName><![CDATA[{self.account}]]></ToUserName>",
-            f"<FromUserName><![CDATA[{sender}]]></FromUserName>",
-            f"<CreateTime>{create_time}</CreateTime>",
-            f"<MsgType><![CDATA[{msg_type}]]></MsgType>",
-        ]
-        for key, value in fields.items():
-            parts.append(
-                f"<{key}>{value}</{key}>" if isinstance(value, int | float) else f"<{key}><![CDATA[{value}]]></{key}>"
-            )
-        if msg_type != "event":
-            parts.append(f"<MsgId>{msg_id if msg_id is not None else self.next_msg_id()}</MsgId>")
-        return "<xml>" + "".join(parts) + "</xml>"
+        if msg_type != "event" and msg_id is None:
+            msg_id = self.next_msg_id()
+        return message_xml(self.account, sender, msg_type, fields, create_time=create_time, msg_id=msg_id)
 
     def sign(
         self, xml: str, *, timestamp: int, mode: str = "auto", nonce: str | None = None

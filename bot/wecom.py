@@ -21,7 +21,16 @@ from wechatpy.enterprise.exceptions import InvalidCorpIdException
 from wechatpy.exceptions import InvalidSignatureException
 from wechatpy.replies import TextReply
 
-from bot.wechat import Parsed, ProtocolError, check_fresh, dedupe_key, safe_xml, sha1_signature, to_inbound
+from bot.wechat import (
+    Parsed,
+    ProtocolError,
+    check_fresh,
+    dedupe_key,
+    message_xml,
+    safe_xml,
+    sha1_signature,
+    to_inbound,
+)
 
 CHANNEL = "wecom"
 DEDUPE_PREFIX = "wecom:"  # an inbound key of a WeCom message can never equal an Official Account one
@@ -121,20 +130,12 @@ class WeComSimulator:
         msg_id: int | None = None,
         agent_id: int | None = None,
     ) -> str:
-        parts = [
-            f"<ToUserName><![CDATA[{self.corp_id}]]></ToUserName>",
-            f"<FromUserName><![CDATA[{sender}]]></FromUserName>",
-            f"<CreateTime>{create_time}</CreateTime>",
-            f"<MsgType><![CDATA[{msg_type}]]></MsgType>",
-        ]
-        for key, value in fields.items():
-            parts.append(
-                f"<{key}>{value}</{key}>" if isinstance(value, int | float) else f"<{key}><![CDATA[{value}]]></{key}>"
-            )
-        if msg_type != "event":
-            parts.append(f"<MsgId>{msg_id if msg_id is not None else self.next_msg_id()}</MsgId>")
-        parts.append(f"<AgentID>{self.agent_id if agent_id is None else agent_id}</AgentID>")
-        return "<xml>" + "".join(parts) + "</xml>"
+        if msg_type != "event" and msg_id is None:
+            msg_id = self.next_msg_id()
+        agent = self.agent_id if agent_id is None else agent_id
+        return message_xml(
+            self.corp_id, sender, msg_type, fields, create_time=create_time, msg_id=msg_id, tail={"AgentID": agent}
+        )
 
     def sign(self, xml: str, *, timestamp: int, nonce: str | None = None) -> tuple[dict[str, str], bytes]:
         """Query string and body of one callback POST: only the ciphertext travels."""
