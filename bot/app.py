@@ -26,6 +26,7 @@ from bot.wecom import WeComTransport
 from bot.wecom_api import WeComAPI, WeComRobot
 from handlers.classify import Classifier, KeywordTable, Model
 from handlers.context import Services
+from handlers.followup import FollowUp
 from handlers.groups import post_daily_summaries
 from handlers.holds import wake_suspended
 from handlers.intake import dispatch_unplaced
@@ -44,6 +45,7 @@ TRANSPORT = web.AppKey("transport", WeChatTransport)
 WECOM_TRANSPORT = web.AppKey("wecom_transport", WeComTransport)
 RECEIVER = web.AppKey("receiver", Receiver)
 WORKER = web.AppKey("worker", OutboxWorker)
+FOLLOW_UP = web.AppKey("follow_up", FollowUp)
 
 
 async def load_services(factory: SessionFactory, settings: Settings) -> Services:
@@ -112,6 +114,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     engine = create_engine(app[SETTINGS].database_url)
     app[FACTORY] = session_factory(engine)
     app[SERVICES] = await load_services(app[FACTORY], app[SETTINGS])
+    app[FOLLOW_UP] = FollowUp(app[FACTORY], app[SERVICES])
     yield
     await engine.dispose()
 
@@ -203,6 +206,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     scheduler.add_job(
         _run_job, "interval", args=[app, wake_suspended], seconds=60, id="wake", max_instances=1, coalesce=True
     )
+    # Reminders, escalation and 未评价 closes: what is due lives in cases.next_ping_at.
+    scheduler.add_job(_follow_up, "interval", args=[app], seconds=30, id="followup", max_instances=1, coalesce=True)
     hour, minute = (int(p) for p in app[SETTINGS].group_summary_at.split(":"))
     scheduler.add_job(
         _run_job,
@@ -223,6 +228,11 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 
 Job = Callable[..., Awaitable[int]]
+
+
+async def _follow_up(app: web.Application) -> None:
+    if await app[FOLLOW_UP].tick(app[CLOCK].now()):
+        app[WORKER].kick()
 
 
 async def _run_job(app: web.Application, job: Job) -> None:

@@ -205,3 +205,30 @@ TEMPLATE_NUMBERS = "{number}等{count}件"
 TEMPLATE_NO_NUMBER = "-"
 TEMPLATE_NO_STATUS = "通知"
 TEMPLATE_DROP = ("您反映的问题",)  # boilerplate left out of a template's 20-character summary
+
+# The follow-up engine: reminders (催办) and escalation (督办) until the case is closed.
+PING_REMIND = {
+    "accept": "【催办】工单 {number}（#{ref}）请于 {deadline} 前接单：回复“接单 #{ref}”。",
+    "resolve": "【催办】工单 {number}（#{ref}）将于 {deadline} 到期，请抓紧办理；办完回复“办结 #{ref} 处理说明”。",
+    "verify": "【催办】工单 {number}（#{ref}）待您核查，请于 {deadline} 前回复“通过 #{ref}”或“返工 #{ref} 原因”。",
+}
+PING_DUE = {
+    "accept": (
+        "【超时未接单】工单 {number}（#{ref}）接单时限 {deadline} 已到，请立即回复“接单 #{ref}”，否则将报上级督办。"
+    ),
+    "resolve": (
+        "【已到期】工单 {number}（#{ref}）办结时限 {deadline} 已到，请尽快办结；"
+        "需要更多时间请回复“延期 #{ref} 到12月5日 原因”。"
+    ),
+    "stall": "【无进展】工单 {number}（#{ref}）已有一段时间没有进展，请回复“进展 #{ref} 说明”，否则将报上级督办。",
+    "verify": (
+        "【超时未核查】工单 {number}（#{ref}）核查时限 {deadline} 已到，请回复“通过 #{ref}”或“返工 #{ref} 原因”。"
+    ),
+}
+PING_WHAT = {"accept": "接单", "resolve": "办结", "stall": "进展", "verify": "核查"}
+PING_ESCALATED = (
+    "【督办】工单 {number}（#{ref}）{what}已超时 {late}（时限 {deadline}），由{grid} {owner}负责。"
+    "请督促办理；回复“工单 #{ref}”查看经过。\n督办：{chain}"
+)
+PING_ESCALATED_OWNER = "【已报上级督办】工单 {number}（#{ref}）{what}已超时 {late}，已报{chain}督办，请尽快处理。"
+CLOSED_UNRATED = "未评价"

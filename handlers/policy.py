@@ -127,6 +127,8 @@ class Policy:
     categories: dict[str, str]  # category → class
     urgent_class: str
     default_class: str
+    # How long a resident has to rate a 办结 before the case closes as 未评价.
+    rating_wait: Span = Span(3, "d")
 
     def class_of(self, category: str, urgent: bool) -> str:
         if urgent:
@@ -169,6 +171,7 @@ class Policy:
             categories=categories,
             urgent_class=urgent,
             default_class=default,
+            rating_wait=Span.parse(data.get("rating_wait", "3d")),
         )
 
 

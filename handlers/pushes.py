@@ -60,13 +60,23 @@ def push_to_staff(
     now: datetime,
     services: Services,
     case_id: int | None = None,
+    kind: str | None = None,
 ) -> bool:
-    """Queue a text for a staff member on their channel; False when they have no address at all."""
+    """Queue a text for a staff member on their channel; False when they have no address at all.
+    `kind` marks the follow-up engine's pings (cancelled when the case moves on)."""
     address = staff_address(staff, wecom_app=services.wecom_app)
     if address is None:
         return False
     channel, recipient = address
-    outbox.enqueue(session, channel=channel, recipient=recipient, payload=text_push(content), now=now, case_id=case_id)
+    outbox.enqueue(
+        session,
+        channel=channel,
+        recipient=recipient,
+        payload=text_push(content),
+        now=now,
+        case_id=case_id,
+        kind=kind,
+    )
     return True
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage import outbox
 from storage.lifecycle import FINAL_STATUSES, OPEN_STATUSES, Action, Role, Status, next_status
 from storage.models import Case, CaseCounter, CaseEvent, CaseFollower, CaseRef, LabelledExample, Resident, Staff
 
@@ -120,6 +121,18 @@ async def add_event(
     return event
 
 
+# The states the follow-up engine chases (handlers/followup.py): someone owes the next step.
+CHASED_STATUSES = frozenset(
+    {
+        Status.DISPATCHED,
+        Status.ACCEPTED,
+        Status.IN_PROGRESS,
+        Status.TRANSFERRING,
+        Status.VERIFYING,
+        Status.AWAITING_RATING,
+    }
+)
+
 # Entering these states means someone has the case in hand: it counts as accepted (响应).
 _IN_HAND = frozenset({Status.ACCEPTED, Status.IN_PROGRESS, Status.VERIFYING, Status.RESOLVED})
 
@@ -154,6 +167,13 @@ async def transition(
         case.reopen_count += 1
     elif action is Action.REWORK:
         case.rework_count += 1
+    if case.status != before or action is Action.PROGRESS:
+        # A new step: its deadlines count from now, and the pings about the last one are moot.
+        case.step_at = case.pinged_until = now
+        if case.id is not None:
+            await outbox.cancel_pings(session, case_id=case.id)
+    # The follow-up engine looks at the case at its next tick (deadlines may have moved), or never.
+    case.next_ping_at = now if case.status in CHASED_STATUSES else None
     session.add(case)
     await add_event(
         session,
@@ -306,6 +326,37 @@ async def claim_suspended(session: AsyncSession, *, case_id: int, now: datetime)
     if (await session.exec(stmt)).rowcount != 1:  # type: ignore[call-overload]
         return None
     return await session.get(Case, case_id)
+
+
+async def claim_due_pings(session: AsyncSession, *, now: datetime, lease_until: datetime, limit: int) -> list[int]:
+    """Lease the cases whose follow-up is due (oldest due first) in one statement: their next_ping_at
+    moves to `lease_until`, so no other engine takes them, and a crashed one's come back after it.
+    Served by the index on next_ping_at: the cost grows with the number due, not the number open."""
+    due = select(Case.id).where(col(Case.next_ping_at) <= now).order_by(col(Case.next_ping_at)).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    stmt = (
+        update(Case)
+        .where(col(Case.id).in_(due.scalar_subquery()))
+        .values(next_ping_at=lease_until)
+        .returning(col(Case.id))
+        .execution_options(synchronize_session=False)
+    )
+    return [int(i) for i in (await session.exec(stmt)).scalars().all()]  # type: ignore[call-overload]
+
+
+async def settle_pings(
+    session: AsyncSession, *, case_id: int, lease_until: datetime, next_at: datetime | None, pinged_until: datetime
+) -> bool:
+    """Record a chase of a leased case; False when the case changed since it was leased (a leader
+    acted: their transition set next_ping_at anew), and then nothing may be sent."""
+    stmt = (
+        update(Case)
+        .where(col(Case.id) == case_id, col(Case.next_ping_at) == lease_until)
+        .values(next_ping_at=next_at, pinged_until=pinged_until)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.exec(stmt)).rowcount == 1  # type: ignore[call-overload,no-any-return]
 
 
 async def unplaced_before(session: AsyncSession, *, before: datetime, limit: int = 100) -> list[int]:

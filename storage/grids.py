@@ -143,16 +143,21 @@ async def leader_for(session: AsyncSession, node: GridNode) -> Staff | None:
 async def nearest(session: AsyncSession, node: GridNode, role: str) -> Staff | None:
     """The first active staff member of `role` at `node` or above it."""
     for node_id in ancestor_ids(node):
-        stmt = (
-            select(Staff)
-            .where(Staff.grid_id == node_id, Staff.role == role, col(Staff.active).is_(True))
-            .order_by(col(Staff.id))
-            .limit(1)
-        )
-        staff = (await session.exec(stmt)).first()
+        staff = await staff_at(session, node_id, role)
         if staff is not None:
             return staff
     return None
+
+
+async def staff_at(session: AsyncSession, node_id: int, role: str) -> Staff | None:
+    """The active staff member of `role` at exactly this node (the first listed), if any."""
+    stmt = (
+        select(Staff)
+        .where(Staff.grid_id == node_id, Staff.role == role, col(Staff.active).is_(True))
+        .order_by(col(Staff.id))
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()
 
 
 async def dispatcher_for(session: AsyncSession, node: GridNode) -> Staff | None:

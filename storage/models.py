@@ -117,6 +117,13 @@ class Case(SQLModel, table=True):
     # The resident's rating: 满意 | 基本满意 | 不满意 (None: not rated).
     rating: str | None = Field(default=None, max_length=10)
     rated_at: datetime | None = _utc(default=None)
+    # The follow-up schedule (handlers/followup.py). step_at: when the current step began (a change of
+    # status, or a 进展 note); its deadlines count from there. next_ping_at: when the engine looks at
+    # the case next (None: nothing to chase: closed, 挂起, 待派遣). pinged_until: pings due up to this
+    # moment have been sent, so a restart re-sends nothing.
+    step_at: datetime | None = _utc(default=None)
+    next_ping_at: datetime | None = _utc(default=None, index=True)
+    pinged_until: datetime | None = _utc(default=None)
 
 
 class CaseFollower(SQLModel, table=True):
@@ -190,7 +197,7 @@ class OutboxMessage(SQLModel, table=True):
     recipient: str = Field(max_length=64)
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     case_id: int | None = Field(default=None, index=True)
-    status: str = Field(default="pending", max_length=20)  # pending | sent | parked
+    status: str = Field(default="pending", max_length=20)  # pending | sent | parked | held | merged | cancelled
     attempts: int = 0
     next_attempt_at: datetime = _utc()
     claimed_until: datetime | None = _utc(default=None)
@@ -199,6 +206,8 @@ class OutboxMessage(SQLModel, table=True):
     sent_at: datetime | None = _utc(default=None)
     # Delivered inside another message (pending updates merged into one): that message's id.
     merged_into_id: int | None = None
+    # "ping" for the follow-up engine's reminders and escalations: cancelled when the case closes.
+    kind: str | None = Field(default=None, max_length=20)
 
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),

@@ -27,17 +27,41 @@ def enqueue(
     now: datetime,
     case_id: int | None = None,
     channel: str = "wechat_cs",
+    kind: str | None = None,
 ) -> OutboxMessage:
     row = OutboxMessage(
         channel=channel,
         recipient=recipient,
         payload=payload,
         case_id=case_id,
+        kind=kind,
         next_attempt_at=now,
         created_at=now,
     )
     session.add(row)
     return row
+
+
+PING = "ping"
+
+
+async def cancel_pings(session: AsyncSession, *, case_id: int) -> int:
+    """The follow-up engine's reminders about a case not yet delivered: moot once the case moves on.
+    A ping that carries other updates merged into it is kept (they would go with it)."""
+    child = aliased(OutboxMessage)
+    carries = exists().where(col(child.merged_into_id) == col(OutboxMessage.id))
+    stmt = (
+        update(OutboxMessage)
+        .where(
+            col(OutboxMessage.case_id) == case_id,
+            col(OutboxMessage.kind) == PING,
+            col(OutboxMessage.status).in_(("pending", "held")),
+            ~carries,
+        )
+        .values(status="cancelled", claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int((await session.exec(stmt)).rowcount)  # type: ignore[call-overload]
 
 
 async def claim_due(session: AsyncSession, *, now: datetime, lease: timedelta, limit: int = 50) -> list[OutboxMessage]:
