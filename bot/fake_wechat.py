@@ -44,6 +44,15 @@ class FakeAPI:
         self.failures[0].count -= 1
         return self.failures[0]
 
+    def _failure_response(self) -> web.Response | None:
+        """The next queued failure, as an HTTP error or an errcode; None: answer normally."""
+        failure = self._next_failure()
+        if failure is None:
+            return None
+        if failure.status != 200:
+            return web.Response(status=failure.status, text="upstream error")
+        return web.json_response({"errcode": failure.errcode, "errmsg": "fake failure"})
+
     def _add_controls(self, app: web.Application) -> None:
         app.router.add_post("/_fake/fail", self._fail)
         app.router.add_post("/_fake/expire_tokens", self._expire)
@@ -112,11 +121,9 @@ class FakeWeChat(FakeAPI):
     async def _custom_send(self, request: web.Request) -> web.Response:
         if request.query.get("access_token") not in self._tokens:
             return web.json_response({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"})
-        failure = self._next_failure()
-        if failure is not None:
-            if failure.status != 200:
-                return web.Response(status=failure.status, text="upstream error")
-            return web.json_response({"errcode": failure.errcode, "errmsg": "fake failure"})
+        failed = self._failure_response()
+        if failed is not None:
+            return failed
         if self.outside_window:
             return web.json_response({"errcode": 45015, "errmsg": "response out of time limit"})
         if self.over_quota:
@@ -139,11 +146,9 @@ class FakeWeChat(FakeAPI):
         """Template and subscription messages: {touser, template_id, data: {key: {value}}}."""
         if request.query.get("access_token") not in self._tokens:
             return web.json_response({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"})
-        failure = self._next_failure()
-        if failure is not None:
-            if failure.status != 200:
-                return web.Response(status=failure.status, text="upstream error")
-            return web.json_response({"errcode": failure.errcode, "errmsg": "fake failure"})
+        failed = self._failure_response()
+        if failed is not None:
+            return failed
         body = await request.json()
         if not body.get("touser") or not body.get("template_id"):
             return web.json_response({"errcode": 40037, "errmsg": "invalid template_id"})

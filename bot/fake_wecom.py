@@ -71,12 +71,7 @@ class FakeWeCom(FakeAPI):
         """The configured failure or rate limit for this call, if any."""
         if self.rate_limited:
             return web.json_response({"errcode": 45009, "errmsg": "api freq out of limit"})
-        failure = self._next_failure()
-        if failure is None:
-            return None
-        if failure.status != 200:
-            return web.Response(status=failure.status, text="upstream error")
-        return web.json_response({"errcode": failure.errcode, "errmsg": "fake failure"})
+        return self._failure_response()
 
     async def _message_send(self, request: web.Request) -> web.Response:
         if request.query.get("access_token") not in self._tokens:
