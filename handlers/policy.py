@@ -177,13 +177,16 @@ class Policy:
 
 def _timing(name: str, spec: dict[str, Any]) -> Timing:
     try:
-        return Timing(
+        timing = Timing(
             respond=Span.parse(spec["respond"]),
             resolve=Span.parse(spec["resolve"]),
             remind_before=tuple(Span.parse(s) for s in spec.get("remind_before") or []),
             escalate_every=Span.parse(spec["escalate_every"]),
             stall=Span.parse(spec["stall"]),
         )
+        if timing.escalate_every.amount == 0:  # escalation would repeat without time passing
+            raise PolicyError("escalate_every must be longer than 0")
+        return timing
     except KeyError as exc:
         raise PolicyError(f"class {name}: missing {exc.args[0]}") from exc
     except PolicyError as exc:

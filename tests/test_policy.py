@@ -96,6 +96,10 @@ def test_deadlines_are_computed_in_office_time_whatever_zone_the_start_is_in() -
         ({"categories": {"噪音扰民": "loud"}}, "categories: no class 'loud'"),
         ({"classes": {"general": {"respond": "1 week"}}}, "class general: not a span"),
         ({"classes": {"general": {"respond": "1h"}}}, "class general: missing resolve"),
+        (
+            {"classes": {"general": {"respond": "1h", "resolve": "1d", "escalate_every": "0h", "stall": "1d"}}},
+            "class general: escalate_every must be longer than 0",
+        ),
         ({"holidays": ["2026-10-07..2026-10-01"]}, "range ends before it starts"),
         ({"holidays": ["国庆"]}, "not a date or range"),
         ({"quiet_hours": {"start": "10pm", "end": "07:30"}}, "not a time of day"),
