@@ -28,6 +28,7 @@ class FakeAPI:
     """What both fakes share: issued tokens, queued failures, and the /_fake/ control endpoints."""
 
     failures: list[Failure] = field(default_factory=list)
+    media_fetches: list[str] = field(default_factory=list)
     _tokens: set[str] = field(default_factory=set)
 
     def fail_next(self, count: int, *, status: int = 200, errcode: int = -1) -> None:
@@ -53,6 +54,23 @@ class FakeAPI:
             return web.Response(status=failure.status, text="upstream error")
         return web.json_response({"errcode": failure.errcode, "errmsg": "fake failure"})
 
+    async def _serve_media(self, request: web.Request, *, stale_token: int, marker: bytes) -> web.Response:
+        """media/get: any media id starting with "missing" is unknown (40007); others are a tiny JPEG."""
+        if request.query.get("access_token") not in self._tokens:
+            return web.json_response({"errcode": stale_token, "errmsg": "invalid credential, access_token"})
+        failure = self._next_failure()
+        if failure is not None:
+            return web.Response(status=failure.status if failure.status != 200 else 500, text="upstream error")
+        media_id = request.query.get("media_id", "")
+        if not media_id or media_id.startswith("missing"):
+            return web.json_response({"errcode": 40007, "errmsg": "invalid media_id"})
+        self.media_fetches.append(media_id)
+        return web.Response(
+            body=b"\xff\xd8\xff\xe0" + marker + b":" + media_id.encode() + b"\xff\xd9",
+            content_type="image/jpeg",
+            headers={"Content-Disposition": f'attachment; filename="{media_id}.jpg"'},
+        )
+
     def _add_controls(self, app: web.Application) -> None:
         app.router.add_post("/_fake/fail", self._fail)
         app.router.add_post("/_fake/expire_tokens", self._expire)
@@ -77,7 +95,6 @@ class FakeWeChat(FakeAPI):
     secret: str
     sent: list[dict[str, Any]] = field(default_factory=list)
     token_fetches: int = 0
-    media_fetches: list[str] = field(default_factory=list)
     templates: list[dict[str, Any]] = field(default_factory=list)  # template/send bodies
     subscriptions: list[dict[str, Any]] = field(default_factory=list)  # subscribe/bizsend bodies
     outside_window: bool = False
@@ -160,22 +177,7 @@ class FakeWeChat(FakeAPI):
         return web.json_response({"errcode": 0, "errmsg": "ok", "msgid": seq})
 
     async def _media_get(self, request: web.Request) -> web.Response:
-        """Any media id starting with "missing" is unknown (40007); others are a tiny JPEG."""
-        if request.query.get("access_token") not in self._tokens:
-            return web.json_response({"errcode": 40001, "errmsg": "invalid credential"})
-        failure = self._next_failure()
-        if failure is not None:
-            return web.Response(status=failure.status if failure.status != 200 else 500, text="upstream error")
-        media_id = request.query.get("media_id", "")
-        if not media_id or media_id.startswith("missing"):
-            return web.json_response({"errcode": 40007, "errmsg": "invalid media_id"})
-        self.media_fetches.append(media_id)
-        body = b"\xff\xd8\xff\xe0FAKEJPEG:" + media_id.encode() + b"\xff\xd9"
-        return web.Response(
-            body=body,
-            content_type="image/jpeg",
-            headers={"Content-Disposition": f'attachment; filename="{media_id}.jpg"'},
-        )
+        return await self._serve_media(request, stale_token=40001, marker=b"FAKEJPEG")
 
     async def _messages(self, request: web.Request) -> web.Response:
         """Everything sent after a sequence number; template and subscription messages shown as

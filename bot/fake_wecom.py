@@ -32,7 +32,6 @@ class FakeWeCom(FakeAPI):
     members: set[str] | None = None
     sent: list[dict[str, Any]] = field(default_factory=list)  # app messages and robot posts, in order
     token_fetches: int = 0
-    media_fetches: list[str] = field(default_factory=list)
     rate_limited: bool = False  # every send answers 45009 until switched off
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -95,18 +94,7 @@ class FakeWeCom(FakeAPI):
         return web.json_response({"errcode": 0, "errmsg": "ok", "invaliduser": "|".join(invalid)})
 
     async def _media_get(self, request: web.Request) -> web.Response:
-        """Any media id starting with "missing" is unknown (40007); others are a tiny JPEG."""
-        if request.query.get("access_token") not in self._tokens:
-            return web.json_response({"errcode": 42001, "errmsg": "access_token expired"})
-        failure = self._next_failure()
-        if failure is not None:
-            return web.Response(status=failure.status if failure.status != 200 else 500, text="upstream error")
-        media_id = request.query.get("media_id", "")
-        if not media_id or media_id.startswith("missing"):
-            return web.json_response({"errcode": 40007, "errmsg": "invalid media_id"})
-        self.media_fetches.append(media_id)
-        body = b"\xff\xd8\xff\xe0FAKEWECOMJPEG:" + media_id.encode() + b"\xff\xd9"
-        return web.Response(body=body, content_type="image/jpeg")
+        return await self._serve_media(request, stale_token=42001, marker=b"FAKEWECOMJPEG")
 
     async def _webhook_send(self, request: web.Request) -> web.Response:
         """Group robot posts. Keys starting with "invalid" do not exist (93000)."""
