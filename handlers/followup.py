@@ -27,6 +27,7 @@ from enum import StrEnum
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from handlers import messages as m
+from handlers.casework import grid_name
 from handlers.context import Services
 from handlers.deadlines import show
 from handlers.policy import Policy, Timing
@@ -194,7 +195,7 @@ class FollowUp:
         if not chain:
             return
         above = chain[: ping.level] if ping.level <= len(chain) else chain  # at the top: the whole chain again
-        names = "、".join(f"{self._grid(s)} {s.name}" for s in above)
+        names = "、".join(f"{grid_name(self.services, s.grid_id)} {s.name}" for s in above)
         late = _late(now - ping.deadline)
         what = m.PING_WHAT[ping.chain]
         for superior in above:
@@ -207,7 +208,7 @@ class FollowUp:
                 what=what,
                 late=late,
                 deadline=deadline,
-                grid=self._grid(owner) if owner else "—",
+                grid=grid_name(self.services, owner.grid_id) if owner else "—",
                 owner=owner.name if owner else "（无人负责）",
                 chain=names,
             )
@@ -222,10 +223,6 @@ class FollowUp:
         push_to_staff(
             session, staff=staff, content=content, now=now, services=self.services, case_id=case.id, kind=outbox.PING
         )
-
-    def _grid(self, staff: Staff) -> str:
-        node = self.services.grids.refs.get(staff.grid_id)
-        return node.name if node else ""
 
 
 async def _owner(session: AsyncSession, case: Case, chain: Chain) -> Staff | None:
