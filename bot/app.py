@@ -26,6 +26,7 @@ from bot.wecom import WeComTransport
 from bot.wecom_api import WeComAPI, WeComRobot
 from handlers.classify import Classifier, KeywordTable, Model
 from handlers.context import Services
+from handlers.digest import send_scheduled
 from handlers.followup import FollowUp
 from handlers.groups import post_daily_summaries
 from handlers.holds import wake_suspended
@@ -208,6 +209,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     )
     # Reminders, escalation and 未评价 closes: what is due lives in cases.next_ping_at.
     scheduler.add_job(_follow_up, "interval", args=[app], seconds=30, id="followup", max_instances=1, coalesce=True)
+    # The daily digest to staff and the weekly summary: looked for every minute, sent once (job_run).
+    scheduler.add_job(
+        _run_job, "interval", args=[app, send_scheduled], seconds=60, id="digests", max_instances=1, coalesce=True
+    )
     hour, minute = (int(p) for p in app[SETTINGS].group_summary_at.split(":"))
     scheduler.add_job(
         _run_job,

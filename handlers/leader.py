@@ -29,6 +29,8 @@ ANY_OPEN = (
     ("transfer_to_id", frozenset({Status.TRANSFERRING})),
     ("verifier_id", frozenset({Status.VERIFYING})),
 )
+# Everything waiting for a staff member: what they may act on, and the 延期 they are to decide.
+WAITING = (*ANY_OPEN, ("extension_approver_id", OPEN_STATUSES))
 
 
 @router.message(verb("接单"))
@@ -231,7 +233,7 @@ async def reclassify(msg: Inbound, staff: Staff, session: AsyncSession, services
 @router.message(verb("我的工单"))
 async def my_cases(staff: Staff, session: AsyncSession, services: Services, now: datetime) -> str:
     """我的工单: everything waiting for this person, oldest first, with its #reference and deadline."""
-    mine = await candidates(session, staff, (*ANY_OPEN, ("extension_approver_id", OPEN_STATUSES)))
+    mine = await candidates(session, staff, WAITING)
     if not mine:
         return m.MY_CASES_EMPTY
     lines = []

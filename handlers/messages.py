@@ -154,6 +154,33 @@ BLOCK_NOBODY = "工单 {number} 没有可屏蔽的反映人。"
 BLOCKED_DONE = "已屏蔽 {number} 的反映人：{reason}。其消息仍会保存，但不再生成工单。解除请回复“解除屏蔽 {number}”。"
 UNBLOCKED = "已解除屏蔽 {number} 的反映人。"
 DISPATCHERS_ONLY = "“{verb}”须由调度员操作。"
+# The daily digest, the weekly summary, and undelivered pushes (handlers/digest.py).
+DIGEST_HEADER = "【每日工单提醒】{day}　{name}，您好："
+DIGEST_COUNTS = "未办结 {count} 件：已超期 {overdue} 件，今日到期 {today} 件，待接单 {unaccepted} 件。"
+DIGEST_LINE = "#{ref} {number} {status} · {category} · {place}{due}"
+DIGEST_OVERDUE = " · 已超期{late}"
+DIGEST_MORE = "……另有 {count} 件"
+DIGEST_UNDISPATCHED = "待派遣工单 {count} 件，请及时派遣。"
+DIGEST_UNDELIVERED = "昨日以来有 {count} 条消息未能送达，回复「未送达」查看。"
+DIGEST_FOOTER = "回复「我的工单」查看全部，「帮助」查看指令。"
+WEEKLY_HEADER = "【{name} 工单周报】{period}"
+WEEKLY_TOTAL = (
+    "新收 {received} 件，办结 {resolved} 件（按期 {on_time} 件，{on_time_rate}），"
+    "评价 {rated} 件，满意 {satisfied} 件（{satisfied_rate}）；当前未办结 {open} 件，其中超期 {overdue} 件。"
+)
+WEEKLY_LINE = (
+    "{name}：新收 {received} · 办结 {resolved}（按期 {on_time_rate}）· 满意 {satisfied_rate} · "
+    "未办结 {open} · 超期 {overdue}"
+)
+UNDELIVERED_NONE = "近 {days} 天没有未能送达的消息。"
+UNDELIVERED_HEADER = "近 {days} 天未能送达的消息（{count} 条，最新的在前）："
+UNDELIVERED_LINE = "{at} 工单 {number} → {who}：{reason}"
+UNDELIVERED_FOOTER = "处理原因后（如更正成员的微信或企业微信账号），回复「重发」重新发送。"
+RESENT = "已重新发送 {count} 条消息。"
+RECIPIENT_GROUP = "网格群（{name}）"
+RECIPIENT_RESIDENT = "居民"
+RECIPIENT_UNKNOWN = "未知收件人"
+
 MY_CASES_EMPTY = "您当前没有未办结的工单。"
 MY_CASES_HEADER = "您的未办结工单（{count} 个，最早的在前）："
 MY_CASE_LINE = "#{ref} {number} {status} · {category} · {place} · {age}{due}"
@@ -175,6 +202,7 @@ STAFF_HELP = (
     "重复 #3 G原工单编号 / 不属实 #3 原因 —— 结案并说明\n"
     "派遣 #3 网格 —— 调度员派遣待派工单\n"
     "屏蔽 #3 原因 / 解除屏蔽 #3 —— 调度员管理恶意反映\n"
+    "未送达 / 重发 —— 调度员查看、重发未能送达的消息\n"
     "改类 #3 正确类别 —— 更正工单类别\n"
     "我的工单 —— 查看未办结工单；工单 #3 —— 查看处理经过"
 )

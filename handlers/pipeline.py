@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from handlers import abuse, closing, escalation, feedback, holds, intake, leader, resident
+from handlers import abuse, closing, digest, escalation, feedback, holds, intake, leader, resident
 from handlers import messages as m
 from handlers.context import Outcome, Services
 from handlers.routing import Dispatcher
@@ -16,7 +16,9 @@ from storage.cases import resident_for
 
 # Staff are recognised by their authenticated openid or WeCom user id, never by anything they type.
 # leader.router ends with the help text for anything else, so it comes last.
-staff_dispatcher = Dispatcher(escalation.router, holds.router, closing.router, abuse.router, leader.router)
+staff_dispatcher = Dispatcher(
+    escalation.router, holds.router, closing.router, abuse.router, digest.router, leader.router
+)
 resident_dispatcher = Dispatcher(resident.router, feedback.router, intake.router)
 
 

@@ -129,6 +129,11 @@ class Policy:
     default_class: str
     # How long a resident has to rate a 办结 before the case closes as 未评价.
     rating_wait: Span = Span(3, "d")
+    # The daily digest to each staff member with open cases (office time), and the weekly summary to
+    # each 社区 and 街道 (ISO weekday, 1 = Monday).
+    digest_at: time = time(8, 30)
+    weekly_day: int = 1
+    weekly_at: time = time(9, 0)
 
     def class_of(self, category: str, urgent: bool) -> str:
         if urgent:
@@ -164,6 +169,10 @@ class Policy:
             if name not in classes:
                 raise PolicyError(f"{where}: no class {name!r} (classes: {', '.join(classes)})")
         quiet = data.get("quiet_hours") or {"start": "00:00", "end": "00:00"}
+        weekly = data.get("weekly_summary") or {}
+        weekly_day = weekly.get("day", 1)
+        if weekly_day not in range(1, 8):
+            raise PolicyError(f"weekly_summary: day is 1 (Monday) to 7 (Sunday), not {weekly_day!r}")
         return cls(
             calendar=Calendar(zone, _days(data.get("holidays")), _days(data.get("workdays"))),
             quiet=QuietHours(_clock(quiet.get("start")), _clock(quiet.get("end"))),
@@ -172,6 +181,9 @@ class Policy:
             urgent_class=urgent,
             default_class=default,
             rating_wait=Span.parse(data.get("rating_wait", "3d")),
+            digest_at=_clock(data.get("daily_digest", "08:30")),
+            weekly_day=weekly_day,
+            weekly_at=_clock(weekly.get("at", "09:00")),
         )
 
 

@@ -18,3 +18,8 @@ async def claim_run(session: AsyncSession, *, name: str, key: str, now: datetime
     except IntegrityError:
         return False
     return True
+
+
+async def has_run(session: AsyncSession, *, name: str, key: str) -> bool:
+    """Whether (name, key) is recorded: a cheap look before trying to claim it."""
+    return await session.get(JobRun, (name, key)) is not None

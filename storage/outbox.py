@@ -16,7 +16,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import OutboxMessage
+from storage.models import Case, OutboxMessage
 
 
 def enqueue(
@@ -240,6 +240,34 @@ async def mark_parked(session: AsyncSession, *, row_id: int, error: str) -> None
         last_error=error[:500],
         attempts=OutboxMessage.attempts + 1,
     )
+
+
+async def parked(
+    session: AsyncSession, *, since: datetime, grid_ids: Sequence[int] | None, limit: int
+) -> list[tuple[OutboxMessage, Case | None]]:
+    """Parked pushes queued since `since`, newest first, with their case. `grid_ids`: only pushes about
+    cases on these nodes; None: every parked push, including those about no case (digests, notices)."""
+    stmt = (
+        select(OutboxMessage, Case)
+        .join(Case, col(Case.id) == col(OutboxMessage.case_id), isouter=True)
+        .where(OutboxMessage.status == "parked", col(OutboxMessage.created_at) >= since)
+        .order_by(col(OutboxMessage.id).desc())
+        .limit(limit)
+    )
+    if grid_ids is not None:
+        stmt = stmt.where(col(Case.grid_id).in_(list(grid_ids)))
+    return [(row, case) for row, case in (await session.exec(stmt)).all()]
+
+
+async def requeue(session: AsyncSession, *, row_ids: Sequence[int], now: datetime) -> int:
+    """Parked pushes sent again (the dispatcher fixed the cause): due now, attempts counted afresh."""
+    stmt = (
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id).in_(list(row_ids)), col(OutboxMessage.status) == "parked")
+        .values(status="pending", next_attempt_at=now, claimed_until=None, attempts=0)
+        .execution_options(synchronize_session=False)
+    )
+    return int((await session.exec(stmt)).rowcount)  # type: ignore[call-overload]
 
 
 async def _set(session: AsyncSession, row_id: int, **values: Any) -> None:

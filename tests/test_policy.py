@@ -103,6 +103,8 @@ def test_deadlines_are_computed_in_office_time_whatever_zone_the_start_is_in() -
         ({"holidays": ["2026-10-07..2026-10-01"]}, "range ends before it starts"),
         ({"holidays": ["国庆"]}, "not a date or range"),
         ({"quiet_hours": {"start": "10pm", "end": "07:30"}}, "not a time of day"),
+        ({"weekly_summary": {"day": 8, "at": "09:00"}}, "day is 1 .Monday. to 7"),
+        ({"daily_digest": "8.30"}, "not a time of day"),
     ],
 )
 def test_a_policy_that_cannot_be_meant_is_refused_with_the_place(change: dict, message: str) -> None:
