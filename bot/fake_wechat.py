@@ -28,6 +28,8 @@ class FakeAPI:
     """What both fakes share: issued tokens, queued failures, and the /_fake/ control endpoints."""
 
     failures: list[Failure] = field(default_factory=list)
+    # While set, every call fails this way, token fetches included (the API down for a while).
+    outage: Failure | None = None
     media_fetches: list[str] = field(default_factory=list)
     _tokens: set[str] = field(default_factory=set)
 
@@ -38,6 +40,8 @@ class FakeAPI:
         self._tokens.clear()
 
     def _next_failure(self) -> Failure | None:
+        if self.outage is not None:
+            return self.outage
         while self.failures and self.failures[0].count <= 0:
             self.failures.pop(0)
         if not self.failures:
@@ -47,7 +51,14 @@ class FakeAPI:
 
     def _failure_response(self) -> web.Response | None:
         """The next queued failure, as an HTTP error or an errcode; None: answer normally."""
-        failure = self._next_failure()
+        return self._as_response(self._next_failure())
+
+    def _outage_response(self) -> web.Response | None:
+        """During an outage, token fetches fail too (queued failures are for the calls themselves)."""
+        return self._as_response(self.outage)
+
+    @staticmethod
+    def _as_response(failure: Failure | None) -> web.Response | None:
         if failure is None:
             return None
         if failure.status != 200:
@@ -125,6 +136,8 @@ class FakeWeChat(FakeAPI):
         return app
 
     async def _token(self, request: web.Request) -> web.Response:
+        if (down := self._outage_response()) is not None:
+            return down
         q = request.query
         if q.get("grant_type") != "client_credential" or q.get("appid") != self.appid:
             return web.json_response({"errcode": 40013, "errmsg": "invalid appid"})

@@ -56,6 +56,8 @@ class FakeWeCom(FakeAPI):
         return app
 
     async def _gettoken(self, request: web.Request) -> web.Response:
+        if (down := self._outage_response()) is not None:
+            return down
         q = request.query
         if q.get("corpid") != self.corp_id:
             return web.json_response({"errcode": 40013, "errmsg": "invalid corpid"})
