@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from bot.clock import Clock
 from storage import tokens
 from storage.db import SessionFactory, transaction
@@ -73,13 +75,19 @@ class SharedTokens:
 
     async def get(self, key: str, fetch: Fetch, *, stale: str | None = None) -> str:
         """The current token. stale: a token the API just refused; a new one is fetched only if the
-        stored token is still that one (another process may have replaced it already)."""
+        stored token is still that one (another process may have replaced it already).
+
+        Call it with no transaction open: it runs its own (on SQLite one at a time per process)."""
         # One caller per key in this process goes to the database; the rest find its copy.
         async with self._locks.setdefault(key, asyncio.Lock()):
             copy = self._copies.get(key)
             if copy is not None and copy.token != stale and self.clock.now() < copy.until:
                 return copy.token
-            return await self._shared(key, fetch, stale)
+            try:
+                return await self._shared(key, fetch, stale)
+            except (SQLAlchemyError, OSError) as exc:
+                # The send is retried later like any other failure; no driver text (it may quote the token).
+                raise TokenError(f"token store unavailable: {type(exc).__name__}") from exc
 
     def forget(self, key: str) -> None:
         self._copies.pop(key, None)
@@ -117,10 +125,15 @@ class SharedTokens:
         # WeChat says 7,200 s; a shorter answer still gets a minute of use before the early refresh.
         expires_at = now + max(timedelta(seconds=expires_in), EARLY + timedelta(minutes=1))
         day = now.astimezone(QUOTA_ZONE).strftime("%Y%m%d")
-        async with transaction(self.factory) as session:
-            fetches = await tokens.store(
-                session, key=key, owner=owner, token=token, expires_at=expires_at, now=now, day=day
-            )
+        try:
+            async with transaction(self.factory) as session:
+                fetches = await tokens.store(
+                    session, key=key, owner=owner, token=token, expires_at=expires_at, now=now, day=day
+                )
+        except (SQLAlchemyError, OSError) as exc:
+            # The token is good; the others will fetch their own once our lease runs out.
+            log.warning("access token not stored", extra={"key": key, "error": type(exc).__name__})
+            return self._keep(key, token, expires_at, now)
         if fetches is None:
             # Our lease ran out and another process took over: its token is the one to share. Ours
             # still works for a few minutes, so this one call uses it.

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from bot.app import create_app
 from bot.config import Settings
@@ -256,3 +257,15 @@ async def test_two_app_processes_deliver_with_one_token(
     await other.deliver()  # the notice to the resident: the second process uses it
     assert "路灯坏了" in wechat.pushes_to(LEADER_HP01)[0] and len(wechat.pushes_to(RESIDENT)) == 1
     assert wechat.fake.token_fetches == 1
+
+
+async def test_a_database_failure_is_a_retry_not_a_crash(
+    wechat_process: Callable[..., WeChatAPI], fake_wechat: FakeWeChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def down(*args: Any, **kw: Any) -> None:
+        raise OperationalError("SELECT", {}, ConnectionRefusedError("connection refused"))
+
+    monkeypatch.setattr(stored, "read", down)
+    result = await wechat_process().send_custom(RESIDENT, text("一"))
+    assert result.verdict is Verdict.RETRY and "token store unavailable" in result.detail
+    assert fake_wechat.token_fetches == 0
