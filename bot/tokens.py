@@ -89,9 +89,6 @@ class SharedTokens:
                 # The send is retried later like any other failure; no driver text (it may quote the token).
                 raise TokenError(f"token store unavailable: {type(exc).__name__}") from exc
 
-    def forget(self, key: str) -> None:
-        self._copies.pop(key, None)
-
     async def _shared(self, key: str, fetch: Fetch, stale: str | None) -> str:
         deadline = self.clock.monotonic() + self.wait
         pause = self.poll
@@ -138,7 +135,7 @@ class SharedTokens:
             # Our lease ran out and another process took over: its token is the one to share. Ours
             # still works for a few minutes, so this one call uses it.
             log.warning("access token refresh overtaken", extra={"key": key})
-            self.forget(key)
+            self._copies.pop(key, None)
             return token
         log.info(
             "access token refreshed",
