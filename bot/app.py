@@ -20,6 +20,7 @@ from bot.config import Settings
 from bot.delivery import CustomerService, Fallback
 from bot.outbox import MEDIA_FETCH, WECOM_MEDIA_FETCH, DeliveryPolicy, MediaFetcher, OutboxWorker, Sender
 from bot.receive import Receiver
+from bot.tokens import SharedTokens
 from bot.wechat import Parsed, ProtocolError, WeChatTransport
 from bot.wechat_api import WeChatAPI
 from bot.wecom import WeComTransport
@@ -122,17 +123,20 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _outbound(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    # Access tokens live in the database, shared with every other process; a refresh may take as
+    # long as one HTTP call, plus the database writes around it.
+    tokens = SharedTokens(app[FACTORY], app[CLOCK], lease=settings.outbound_timeout_seconds + 5)
     async with aiohttp.ClientSession() as http:
         api = WeChatAPI(
             http,
             base=settings.wechat_api_base,
             appid=settings.wechat_appid,
             secret=settings.wechat_secret,
-            clock=app[CLOCK],
+            tokens=tokens,
             timeout=settings.outbound_timeout_seconds,
         )
         senders: dict[str, Sender] = {"wechat_cs": api.send_custom, MEDIA_FETCH: MediaFetcher(api, settings.media_dir)}
-        senders.update(_wecom_senders(http, settings, app[CLOCK]))
+        senders.update(_wecom_senders(http, settings, tokens))
         app[WORKER] = OutboxWorker(app[FACTORY], senders, app[CLOCK], policies=customer_service(api, app))
         app[RECEIVER] = Receiver(
             app[FACTORY],
@@ -146,7 +150,7 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
         await app[RECEIVER].wait_idle()
 
 
-def _wecom_senders(http: aiohttp.ClientSession, settings: Settings, clock: Clock) -> dict[str, Sender]:
+def _wecom_senders(http: aiohttp.ClientSession, settings: Settings, tokens: SharedTokens) -> dict[str, Sender]:
     """Group robots need no app, so they always work; app messages and staff photos need the app."""
     timeout = settings.outbound_timeout_seconds
     senders: dict[str, Sender] = {"wecom_robot": WeComRobot(http, base=settings.wecom_api_base, timeout=timeout).send}
@@ -157,7 +161,7 @@ def _wecom_senders(http: aiohttp.ClientSession, settings: Settings, clock: Clock
             corp_id=settings.wecom_corp_id,
             secret=settings.wecom_secret,
             agent_id=settings.wecom_agent_id,
-            clock=clock,
+            tokens=tokens,
             timeout=timeout,
         )
         senders["wecom_app"] = api.send_app

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
 import aiohttp
 
-from bot.clock import Clock
+from bot.tokens import SharedTokens, TokenError
 
 log = logging.getLogger("gridbot.wechat_api")
 
@@ -66,40 +64,30 @@ def classify(errcode: int, errmsg: str = "") -> Result:
     return Result(Verdict.PARK, detail, errcode)
 
 
-class TokenError(Exception):
-    pass
-
-
 class WeChatAPI:
-    """The access token is cached until shortly before it expires; one fetch at a time."""
+    """The Official Account's API. Its access token is shared with every other process (bot/tokens.py)."""
 
     def __init__(
-        self, http: aiohttp.ClientSession, *, base: str, appid: str, secret: str, clock: Clock, timeout: float
+        self, http: aiohttp.ClientSession, *, base: str, appid: str, secret: str, tokens: SharedTokens, timeout: float
     ) -> None:
         self.http = http
         self.base = base.rstrip("/")
         self.appid = appid
         self.secret = secret
-        self.clock = clock
+        self.tokens = tokens
+        self.token_key = f"wechat:{appid}"
         self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self._token: str | None = None
-        self._expires: datetime | None = None
-        self._lock = asyncio.Lock()
 
-    async def access_token(self, *, force: bool = False) -> str:
-        async with self._lock:
-            now = self.clock.now()
-            if not force and self._token and self._expires and now < self._expires:
-                return self._token
-            params = {"grant_type": "client_credential", "appid": self.appid, "secret": self.secret}
-            data = await self._get_json("/cgi-bin/token", params)
-            if "access_token" not in data:
-                raise TokenError(f"{data.get('errcode')} {data.get('errmsg', '')}".strip())
-            self._token = str(data["access_token"])
-            # Refresh five minutes early: a token is good for 7,200 s.
-            self._expires = now + timedelta(seconds=max(int(data.get("expires_in", 7200)) - 300, 60))
-            log.info("access_token refreshed", extra={"expires": self._expires.isoformat()})
-            return self._token
+    async def access_token(self, *, stale: str | None = None) -> str:
+        """The shared token; stale: the one WeChat just refused (40001/40014/42001)."""
+        return await self.tokens.get(self.token_key, self._fetch_token, stale=stale)
+
+    async def _fetch_token(self) -> tuple[str, int]:
+        params = {"grant_type": "client_credential", "appid": self.appid, "secret": self.secret}
+        data = await self._get_json("/cgi-bin/token", params)
+        if "access_token" not in data:
+            raise TokenError(f"{data.get('errcode')} {data.get('errmsg', '')}".strip())
+        return str(data["access_token"]), int(data.get("expires_in", 7200))
 
     async def send_custom(self, recipient: str, payload: dict[str, Any]) -> Result:
         """客服消息: /cgi-bin/message/custom/send. Refreshes the token once when WeChat says it is stale."""
@@ -116,24 +104,29 @@ class WeChatAPI:
         return await self._send("/cgi-bin/message/subscribe/bizsend", body)
 
     async def _send(self, path: str, body: dict[str, Any]) -> Result:
-        for attempt in range(2):
+        stale: str | None = None
+        for _ in range(2):
+            token = ""
             try:
-                token = await self.access_token(force=attempt > 0)
+                token = await self.access_token(stale=stale)
                 data = await self._post_json(path, {"access_token": token}, body)
             except TokenError as exc:
                 return Result(Verdict.RETRY, f"token: {exc}")
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                return Result(Verdict.RETRY, self._error(exc))
+                return Result(Verdict.RETRY, self._error(exc, token))
             result = classify(int(data.get("errcode", 0)), str(data.get("errmsg", "")))
             if result.verdict is not Verdict.REFRESH_TOKEN:
                 return result
+            stale = token
         return Result(Verdict.RETRY, result.detail)
 
     async def fetch_media(self, media_id: str) -> tuple[Result, bytes, str]:
         """临时素材: /cgi-bin/media/get. Returns the verdict, the bytes and the content type."""
-        for attempt in range(2):
+        stale: str | None = None
+        for _ in range(2):
+            token = ""
             try:
-                token = await self.access_token(force=attempt > 0)
+                token = await self.access_token(stale=stale)
                 params = {"access_token": token, "media_id": media_id}
                 async with self.http.get(self.base + "/cgi-bin/media/get", params=params, timeout=self.timeout) as resp:
                     resp.raise_for_status()
@@ -142,7 +135,7 @@ class WeChatAPI:
             except TokenError as exc:
                 return Result(Verdict.RETRY, f"token: {exc}"), b"", ""
             except (aiohttp.ClientError, TimeoutError) as exc:
-                return Result(Verdict.RETRY, self._error(exc)), b"", ""
+                return Result(Verdict.RETRY, self._error(exc, token)), b"", ""
             if kind not in ("application/json", "text/plain"):
                 return Result(Verdict.SENT), body, kind
             try:
@@ -156,10 +149,11 @@ class WeChatAPI:
                     b"",
                     "",
                 )
+            stale = token
         return Result(Verdict.RETRY, result.detail), b"", ""
 
-    def _error(self, exc: BaseException) -> str:
-        return redact(f"{type(exc).__name__}: {exc}", self.secret, self._token or "")[:200]
+    def _error(self, exc: BaseException, token: str = "") -> str:
+        return redact(f"{type(exc).__name__}: {exc}", self.secret, token)[:200]
 
     async def _get_json(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         try:

@@ -10,17 +10,15 @@ stored in the outbox as the last error.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
-from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 
-from bot.clock import Clock
-from bot.wechat_api import Result, TokenError, Verdict, redact
+from bot.tokens import SharedTokens, TokenError
+from bot.wechat_api import Result, Verdict, redact
 from handlers.pushes import ROBOT_MARKDOWN_BYTES, ROBOT_TEXT_BYTES, split_utf8
 
 log = logging.getLogger("gridbot.wecom_api")
@@ -54,7 +52,7 @@ def classify(errcode: int, errmsg: str = "") -> Result:
 
 
 class WeComAPI:
-    """One self-built app: its token is cached until shortly before it expires; one fetch at a time."""
+    """One self-built app. Its access token is shared with every other process (bot/tokens.py)."""
 
     def __init__(
         self,
@@ -64,7 +62,7 @@ class WeComAPI:
         corp_id: str,
         secret: str,
         agent_id: int,
-        clock: Clock,
+        tokens: SharedTokens,
         timeout: float,
     ) -> None:
         self.http = http
@@ -72,34 +70,29 @@ class WeComAPI:
         self.corp_id = corp_id
         self.secret = secret
         self.agent_id = agent_id
-        self.clock = clock
+        self.tokens = tokens
+        # A token belongs to one app (its secret) of one corp.
+        self.token_key = f"wecom:{corp_id}:{agent_id}"
         self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self._token: str | None = None
-        self._expires: datetime | None = None
-        self._lock = asyncio.Lock()
         # Long texts go out as several messages: how many pieces of a payload already went, so a
         # retry after a failed piece does not repeat the earlier ones (kept for this process only).
         self._pieces_sent: dict[tuple[str, str], int] = {}
 
-    async def access_token(self, *, force: bool = False) -> str:
-        async with self._lock:
-            now = self.clock.now()
-            if not force and self._token and self._expires and now < self._expires:
-                return self._token
-            params = {"corpid": self.corp_id, "corpsecret": self.secret}
-            try:
-                async with self.http.get(self.base + "/cgi-bin/gettoken", params=params, timeout=self.timeout) as resp:
-                    resp.raise_for_status()
-                    data = dict(await resp.json(content_type=None))
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                raise TokenError(self._safe(f"{type(exc).__name__}: {exc}")) from exc
-            if int(data.get("errcode", 0)) != 0 or "access_token" not in data:
-                raise TokenError(self._safe(f"{data.get('errcode')} {data.get('errmsg', '')}".strip()))
-            self._token = str(data["access_token"])
-            # Refresh five minutes early: a token is good for 7,200 s.
-            self._expires = now + timedelta(seconds=max(int(data.get("expires_in", 7200)) - 300, 60))
-            log.info("wecom access_token refreshed", extra={"expires": self._expires.isoformat()})
-            return self._token
+    async def access_token(self, *, stale: str | None = None) -> str:
+        """The shared token; stale: the one WeCom just refused (40001/40014/42001)."""
+        return await self.tokens.get(self.token_key, self._fetch_token, stale=stale)
+
+    async def _fetch_token(self) -> tuple[str, int]:
+        params = {"corpid": self.corp_id, "corpsecret": self.secret}
+        try:
+            async with self.http.get(self.base + "/cgi-bin/gettoken", params=params, timeout=self.timeout) as resp:
+                resp.raise_for_status()
+                data = dict(await resp.json(content_type=None))
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise TokenError(self._safe(f"{type(exc).__name__}: {exc}")) from exc
+        if int(data.get("errcode", 0)) != 0 or "access_token" not in data:
+            raise TokenError(self._safe(f"{data.get('errcode')} {data.get('errmsg', '')}".strip()))
+        return str(data["access_token"]), int(data.get("expires_in", 7200))
 
     async def send_app(self, recipient: str, payload: dict[str, Any]) -> Result:
         """应用消息 to one member (recipient: their user id). Text and markdown over 2,048 bytes go
@@ -119,9 +112,11 @@ class WeComAPI:
     async def _call_with_token(self, path: str, body: dict[str, Any]) -> Result:
         """POST with the token, refreshing it once when WeCom says it is stale."""
         result = Result(Verdict.RETRY)
-        for attempt in range(2):
+        stale: str | None = None
+        for _ in range(2):
+            token = ""
             try:
-                token = await self.access_token(force=attempt > 0)
+                token = await self.access_token(stale=stale)
                 async with self.http.post(
                     self.base + path, params={"access_token": token}, json=body, timeout=self.timeout
                 ) as resp:
@@ -130,21 +125,24 @@ class WeComAPI:
             except TokenError as exc:
                 return Result(Verdict.RETRY, f"token: {exc}")
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                return Result(Verdict.RETRY, self._safe(f"{type(exc).__name__}: {exc}"))
+                return Result(Verdict.RETRY, self._safe(f"{type(exc).__name__}: {exc}", token))
             result = classify(int(data.get("errcode", 0)), str(data.get("errmsg", "")))
             if result.verdict is Verdict.SENT and body.get("touser") in _ids(data.get("invaliduser")):
                 # errcode 0 with the recipient listed as invalid: not a member (any more), or not in the app's range.
                 return Result(Verdict.PARK, "invalid user: not in the app's visible range")
             if result.verdict is not Verdict.REFRESH_TOKEN:
                 return result
+            stale = token
         return Result(Verdict.RETRY, result.detail)
 
     async def fetch_media(self, media_id: str) -> tuple[Result, bytes, str]:
         """临时素材: /cgi-bin/media/get with the app's token. The verdict, the bytes, the content type."""
         result = Result(Verdict.RETRY)
-        for attempt in range(2):
+        stale: str | None = None
+        for _ in range(2):
+            token = ""
             try:
-                token = await self.access_token(force=attempt > 0)
+                token = await self.access_token(stale=stale)
                 params = {"access_token": token, "media_id": media_id}
                 async with self.http.get(self.base + "/cgi-bin/media/get", params=params, timeout=self.timeout) as resp:
                     resp.raise_for_status()
@@ -153,7 +151,7 @@ class WeComAPI:
             except TokenError as exc:
                 return Result(Verdict.RETRY, f"token: {exc}"), b"", ""
             except (aiohttp.ClientError, TimeoutError) as exc:
-                return Result(Verdict.RETRY, self._safe(f"{type(exc).__name__}: {exc}")), b"", ""
+                return Result(Verdict.RETRY, self._safe(f"{type(exc).__name__}: {exc}", token)), b"", ""
             if kind not in ("application/json", "text/plain"):
                 return Result(Verdict.SENT), body, kind
             try:
@@ -163,10 +161,11 @@ class WeComAPI:
             result = classify(int(data.get("errcode", -1)), str(data.get("errmsg", "")))
             if result.verdict is not Verdict.REFRESH_TOKEN:
                 return (result if result.verdict is not Verdict.SENT else Result(Verdict.PARK, "empty")), b"", ""
+            stale = token
         return Result(Verdict.RETRY, result.detail), b"", ""
 
-    def _safe(self, text: str) -> str:
-        return redact(text, self._token or "", self.secret)[:200]
+    def _safe(self, text: str, token: str = "") -> str:
+        return redact(text, token, self.secret)[:200]
 
 
 class WeComRobot:

@@ -246,6 +246,25 @@ class CaseCounter(SQLModel, table=True):
     last: int = 0
 
 
+class AccessToken(SQLModel, table=True):
+    """An API access token, shared by every process (bot/tokens.py): each fetch invalidates the
+    previous token within 5 minutes and the daily quota is 2,000, so one process refreshes at a time,
+    holding the lease `refreshing_until`, and the others read what it stored."""
+
+    __tablename__ = "access_token"
+    key: str = Field(primary_key=True, max_length=100)  # wechat:<appid> | wecom:<corpid>:<agentid>
+    token: str | None = Field(default=None, sa_type=Text)  # a credential: never logged
+    expires_at: datetime | None = _utc(default=None)
+    fetched_at: datetime | None = _utc(default=None)
+    # The refresh lock: held until this moment by `refresher` (one attempt's random id), so a
+    # crashed refresher's lease runs out and a late one cannot overwrite its successor's token.
+    refreshing_until: datetime | None = _utc(default=None)
+    refresher: str | None = Field(default=None, max_length=32)
+    # Fetches on `fetch_day` (YYYYMMDD, Beijing time, as WeChat counts its quota).
+    fetch_day: str | None = Field(default=None, max_length=8)
+    day_fetches: int = 0
+
+
 ALL_TABLES = [
     GridNode,
     Staff,
@@ -259,4 +278,5 @@ ALL_TABLES = [
     CaseRef,
     JobRun,
     CaseCounter,
+    AccessToken,
 ]

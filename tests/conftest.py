@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from bot.fake_wechat import FakeWeChat
 from bot.fake_wecom import FakeWeCom
 from bot.wechat import WeChatSimulator
 from bot.wecom import WeComSimulator
-from storage.db import create_engine, transaction, upgrade_sync
+from storage.db import SessionFactory, create_engine, session_factory, transaction, upgrade_sync
 from storage.models import ALL_TABLES, Case, OutboxMessage
 
 TOKEN = "gridbot-test-token"
@@ -100,6 +100,21 @@ async def database_url(migrated_template: str, tmp_path: Path) -> AsyncIterator[
     target = tmp_path / "gridbot.sqlite3"
     shutil.copy(migrated_template, target)
     yield f"sqlite+aiosqlite:///{target}"
+
+
+@pytest.fixture
+async def process_db(database_url: str) -> AsyncIterator[Callable[[], SessionFactory]]:
+    """Makes session factories on the test database, each with its own engine (connection pool), as
+    separate processes would have."""
+    engines = []
+
+    def new() -> SessionFactory:
+        engines.append(create_engine(database_url))
+        return session_factory(engines[-1])
+
+    yield new
+    for engine in engines:
+        await engine.dispose()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,9 @@ from bot.clock import SystemClock
 from bot.config import Settings
 from bot.fake_wechat import FakeWeChat
 from bot.outbox import MAX_DELAY, backoff
+from bot.tokens import SharedTokens
 from bot.wechat_api import Verdict, WeChatAPI
+from storage.db import SessionFactory
 from tests.conftest import APPID, LEADER_HP01, RESIDENT, SECRET, FakeClock, WeChat
 
 REPORT = "幸福里小区3号楼东侧路灯坏了"
@@ -152,7 +155,9 @@ async def test_background_worker_delivers_without_being_asked(live: WeChat) -> N
     assert len(live.pushes_to(LEADER_HP01)) == 1
 
 
-async def test_a_failing_token_fetch_never_puts_the_secret_in_the_error(aiohttp_server: Any) -> None:
+async def test_a_failing_token_fetch_never_puts_the_secret_in_the_error(
+    aiohttp_server: Any, process_db: Callable[[], SessionFactory]
+) -> None:
     async def broken(request: web.Request) -> web.Response:
         return web.Response(status=500)
 
@@ -160,9 +165,9 @@ async def test_a_failing_token_fetch_never_puts_the_secret_in_the_error(aiohttp_
     app.router.add_route("*", "/{tail:.*}", broken)
     server = await aiohttp_server(app)
     async with aiohttp.ClientSession() as http:
-        api = WeChatAPI(
-            http, base=str(server.make_url("")).rstrip("/"), appid=APPID, secret=SECRET, clock=SystemClock(), timeout=5
-        )
+        tokens = SharedTokens(process_db(), SystemClock(), lease=10)
+        base = str(server.make_url("")).rstrip("/")
+        api = WeChatAPI(http, base=base, appid=APPID, secret=SECRET, tokens=tokens, timeout=5)
         result = await api.send_custom(RESIDENT, {"msgtype": "text", "text": {"content": "x"}})
     assert result.verdict is Verdict.RETRY and "500" in result.detail
     assert SECRET not in result.detail and "secret=***" in result.detail

@@ -4,6 +4,7 @@ signed with wechatpy's enterprise crypto), leaders working cases there, and what
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,14 @@ import pytest
 from sqlmodel import select
 
 from bot.app import FACTORY
-from bot.clock import SystemClock
 from bot.fake_wecom import FakeWeCom
+from bot.tokens import SharedTokens
 from bot.wechat_api import Verdict
 from bot.wecom import WeComSimulator
 from bot.wecom_api import WeComAPI, WeComRobot, classify
 from handlers import messages as m
 from handlers.pushes import WECHAT_CS, WECOM_APP, staff_address
-from storage.db import transaction
+from storage.db import SessionFactory, transaction
 from storage.models import InboundMessage, Resident, Staff
 from tests.conftest import (
     RESIDENT,
@@ -30,6 +31,7 @@ from tests.conftest import (
     WECOM_CORP_ID,
     WECOM_SECRET,
     WECOM_TOKEN,
+    FakeClock,
     WeChat,
     WeCom,
 )
@@ -225,7 +227,7 @@ async def test_urgent_case_reaches_the_group_robot_with_the_wecom_leader_mention
 
 
 @pytest.fixture
-async def api(fake_wecom_url: str) -> Any:
+async def api(fake_wecom_url: str, process_db: Callable[[], SessionFactory], clock: FakeClock) -> Any:
     async with aiohttp.ClientSession() as http:
         yield WeComAPI(
             http,
@@ -233,7 +235,7 @@ async def api(fake_wecom_url: str) -> Any:
             corp_id=WECOM_CORP_ID,
             secret=WECOM_SECRET,
             agent_id=WECOM_AGENT_ID,
-            clock=SystemClock(),
+            tokens=SharedTokens(process_db(), clock, lease=10),
             timeout=5,
         )
 
