@@ -27,6 +27,14 @@ def redact(text: str, *credentials: str) -> str:
     return _CREDENTIAL_IN_URL.sub(r"\1=***", text)
 
 
+def call_failed(exc: BaseException, detail: str) -> Result:
+    """A call that got no answer to classify: an HTTP 4xx (but 408 and 429) will be refused again
+    as it is (parked, with the reason); a timeout, a dropped connection or a 5xx is worth retrying."""
+    if isinstance(exc, aiohttp.ClientResponseError) and 400 <= exc.status < 500 and exc.status not in (408, 429):
+        return Result(Verdict.PARK, detail)
+    return Result(Verdict.RETRY, detail)
+
+
 class Verdict(Enum):
     SENT = "sent"
     RETRY = "retry"  # transient: try again later with backoff
@@ -113,7 +121,7 @@ class WeChatAPI:
             except TokenError as exc:
                 return Result(Verdict.RETRY, f"token: {exc}")
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                return Result(Verdict.RETRY, self._error(exc, token))
+                return call_failed(exc, self._error(exc, token))
             result = classify(int(data.get("errcode", 0)), str(data.get("errmsg", "")))
             if result.verdict is not Verdict.REFRESH_TOKEN:
                 return result
@@ -135,7 +143,7 @@ class WeChatAPI:
             except TokenError as exc:
                 return Result(Verdict.RETRY, f"token: {exc}"), b"", ""
             except (aiohttp.ClientError, TimeoutError) as exc:
-                return Result(Verdict.RETRY, self._error(exc, token)), b"", ""
+                return call_failed(exc, self._error(exc, token)), b"", ""
             if kind not in ("application/json", "text/plain"):
                 return Result(Verdict.SENT), body, kind
             try:

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from bot.tokens import SharedTokens, TokenError
-from bot.wechat_api import Result, Verdict, redact
+from bot.wechat_api import Result, Verdict, call_failed, redact
 from handlers.pushes import ROBOT_MARKDOWN_BYTES, ROBOT_TEXT_BYTES, split_utf8
 
 log = logging.getLogger("gridbot.wecom_api")
@@ -125,7 +125,7 @@ class WeComAPI:
             except TokenError as exc:
                 return Result(Verdict.RETRY, f"token: {exc}")
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                return Result(Verdict.RETRY, self._safe(f"{type(exc).__name__}: {exc}", token))
+                return call_failed(exc, self._safe(f"{type(exc).__name__}: {exc}", token))
             result = classify(int(data.get("errcode", 0)), str(data.get("errmsg", "")))
             if result.verdict is Verdict.SENT and body.get("touser") in _ids(data.get("invaliduser")):
                 # errcode 0 with the recipient listed as invalid: not a member (any more), or not in the app's range.
@@ -151,7 +151,7 @@ class WeComAPI:
             except TokenError as exc:
                 return Result(Verdict.RETRY, f"token: {exc}"), b"", ""
             except (aiohttp.ClientError, TimeoutError) as exc:
-                return Result(Verdict.RETRY, self._safe(f"{type(exc).__name__}: {exc}", token)), b"", ""
+                return call_failed(exc, self._safe(f"{type(exc).__name__}: {exc}", token)), b"", ""
             if kind not in ("application/json", "text/plain"):
                 return Result(Verdict.SENT), body, kind
             try:
@@ -187,7 +187,7 @@ class WeComRobot:
                 resp.raise_for_status()
                 data = dict(await resp.json(content_type=None))
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            return Result(Verdict.RETRY, redact(f"{type(exc).__name__}: {exc}", recipient)[:200])
+            return call_failed(exc, redact(f"{type(exc).__name__}: {exc}", recipient)[:200])
         result = classify(int(data.get("errcode", 0)), str(data.get("errmsg", "")))
         if result.verdict is Verdict.REFRESH_TOKEN:  # robots have no token to refresh: the key is bad
             return Result(Verdict.PARK, f"invalid robot key: {result.detail}")

@@ -71,6 +71,18 @@ async def test_token_is_cached_across_pushes(wechat: WeChat) -> None:
     assert len(wechat.fake.sent) == 2 and wechat.fake.token_fetches == 1
 
 
+@pytest.mark.parametrize(("status", "verdict"), [(400, "parked"), (404, "parked"), (429, "pending"), (408, "pending")])
+async def test_an_http_4xx_is_parked_but_too_many_requests_and_timeouts_are_retried(
+    wechat: WeChat, status: int, verdict: str
+) -> None:
+    wechat.fake.fail_next(1, status=status)
+    await wechat.text(RESIDENT, REPORT)
+    await wechat.deliver()
+    [row] = await wechat.outbox()
+    assert row.status == verdict and str(status) in (row.last_error or "")
+    assert "FAKE_TOKEN" not in (row.last_error or "")
+
+
 async def test_push_that_can_never_succeed_is_parked_with_the_reason(wechat: WeChat) -> None:
     wechat.fake.fail_next(1, errcode=40003)  # invalid openid
     await wechat.text(RESIDENT, REPORT)
