@@ -17,7 +17,9 @@ Definitions (a rate whose denominator is 0 is None, shown as "—", never 0 or 1
   urgent, dispatched_at) (handlers/policy.py). Answered = accepted_at (the first moment the case was in
   someone's hands: 接单, 进展, 办结 …); a case closed as 重复 or 不属实 without being accepted was answered
   when it was closed. Denominator: the dispatched cases that are answered, or whose response deadline
-  has passed at `as_of`; those still inside their window are left out (`response_pending`).
+  has passed at `as_of`; those still inside their window are left out (`response_pending`). A case a
+  leader 退回 (back to 待派遣) and nobody has dispatched again is not answered: its next 派遣 starts
+  the clock anew.
 - 接单用时 / 办结用时 (time to accept / resolve): median and 90th percentile of accepted_at − dispatched_at
   over the accepted cases of the response cohort, and of resolved_at − dispatched_at over the resolved
   cohort below; calendar time, including nights, weekends and 挂起. Percentiles interpolate linearly
