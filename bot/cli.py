@@ -1,4 +1,4 @@
-"""The `gridbot` command: serve, demo, db upgrade, grid load, chat, fake-wechat."""
+"""The `gridbot` command: serve, demo, db upgrade, grid load, chat, report, fake-wechat."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+from datetime import date
 from pathlib import Path
 
 from aiohttp import web
@@ -56,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also learn from leaders' 改类 corrections stored in the database",
     )
+    report = sub.add_parser("report", help="case figures and rates for a period (台账, 响应率, 满意率 …), .xlsx/.csv")
+    report.add_argument("--from", dest="first", type=_day, help="first day (YYYY-MM-DD); default: last full week")
+    report.add_argument("--to", dest="last", type=_day, help="last day, included (default: today)")
+    report.add_argument("--month", type=_month, help="a calendar month instead (YYYY-MM)")
+    report.add_argument("--node", help="grid node code (default: the whole office)")
+    report.add_argument("--by", choices=["node", "leader", "category"], default="node")
+    report.add_argument("--xlsx", type=Path, help="write the ledger and every view to this workbook")
+    report.add_argument("--csv", type=Path, help="write the view to this file and the ledger beside it")
     fake = sub.add_parser("fake-wechat", help="run only the local fake WeChat API")
     fake.add_argument("--port", type=int, default=DEMO_FAKE_PORT)
     args = parser.parse_args(argv)
@@ -123,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
                     with_corrections=args.with_corrections,
                 )
             )
+        elif args.command == "report":
+            from bot.report import ReportError, run_report
+
+            try:
+                print(asyncio.run(run_report(settings, args)))
+            except ReportError as exc:
+                print(f"gridbot: {exc}", file=sys.stderr)
+                return 1
         elif args.command == "fake-wechat":
             asyncio.run(_serve_fake(settings, args.port))
     except KeyboardInterrupt:
@@ -136,6 +153,21 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         raise
     return 0
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (write 2026-11-16)") from exc
+
+
+def _month(text: str) -> tuple[int, int]:
+    try:
+        first = date.fromisoformat(f"{text}-01")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a month: {text!r} (write 2026-11)") from exc
+    return first.year, first.month
 
 
 def _demo_settings(fake_port: int, fake_wecom_port: int) -> Settings:

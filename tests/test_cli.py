@@ -12,12 +12,21 @@ from pathlib import Path
 import pytest
 
 from bot.config import DEMO_GRID_FILE
+from tests.conftest import LEADER_HP01, RESIDENT, WeChat
 
 GRIDBOT = [sys.executable, "-m", "bot.cli"]
 
 
+# The checkout under test, ahead of whichever one the virtualenv's editable install points at.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _environ(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")} | {"PYTHONPATH": str(ROOT)} | env
+
+
 def _run(args: list[str], env: dict[str, str], **kw: object) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")} | env
+    full = _environ(env)
     return subprocess.run(GRIDBOT + args, env=full, capture_output=True, text=True, timeout=60, **kw)  # type: ignore[call-overload, no-any-return]
 
 
@@ -69,7 +78,7 @@ def test_demo_and_chat_walk_through_the_loop(tmp_path: Path, aes_key: str) -> No
         "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/demo.sqlite3",
         "GRIDBOT_WECHAT_AES_KEY": aes_key,
     }
-    full = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")} | env
+    full = _environ(env)
     demo = subprocess.Popen(
         GRIDBOT + ["demo", "--fake-port", str(fake_port), "--fake-wecom-port", str(fake_wecom_port)],
         env=full,
@@ -112,7 +121,7 @@ def test_demo_and_chat_walk_through_the_loop(tmp_path: Path, aes_key: str) -> No
 def test_chat_as_a_wecom_leader_through_the_encrypted_callback(tmp_path: Path) -> None:
     port, fake_port, fake_wecom_port = _free_port(), _free_port(), _free_port()
     env = {"GRIDBOT_PORT": str(port), "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/demo.sqlite3"}
-    full = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")} | env
+    full = _environ(env)
     demo = subprocess.Popen(
         GRIDBOT + ["demo", "--fake-port", str(fake_port), "--fake-wecom-port", str(fake_wecom_port)],
         env=full,
@@ -180,7 +189,7 @@ def test_serve_answers_the_url_verification(tmp_path: Path) -> None:
         "GRIDBOT_WECHAT_API_BASE": "http://127.0.0.1:9",
         "GRIDBOT_GRID_FILE": str(DEMO_GRID_FILE),
     }
-    full = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")} | env
+    full = _environ(env)
     server = subprocess.Popen(GRIDBOT + ["serve"], env=full, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_port(port)
@@ -265,3 +274,56 @@ def test_train_reports_an_unusable_history_in_one_line(tmp_path: Path) -> None:
     history.write_text("x", encoding="utf-8")
     result = _run(["train", str(history), "--out", str(tmp_path / "m")], {}, cwd=tmp_path)
     assert result.returncode == 1 and "history.txt" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_report_prints_the_view_and_writes_the_workbook_and_csv(wechat: WeChat, tmp_path: Path) -> None:
+    import openpyxl
+
+    from bot.app import SETTINGS
+
+    await wechat.text(RESIDENT, "幸福里小区3号楼东侧路灯坏了")  # Sunday 11-22 10:00
+    await wechat.text(LEADER_HP01, "接单")
+    wechat.clock.advance(hours=2)
+    await wechat.text(LEADER_HP01, "办结 已更换灯泡")
+    await wechat.text(RESIDENT, "1")
+    env = {"GRIDBOT_DATABASE_URL": wechat.app[SETTINGS].database_url}
+    args = ["report", "--from", "2026-11-16", "--to", "2026-11-22", "--node", "xf-hp", "--by", "leader"]
+    out = tmp_path / "out"
+    result = _run([*args, "--xlsx", str(out / "周报.xlsx"), "--csv", str(out / "周报.csv")], env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    title, header, leader, total, *written = result.stdout.splitlines()
+    assert title.startswith("和平里社区 2026-11-16 至 2026-11-22（按负责人")
+    assert header.split()[:3] == ["名称", "受理", "重复反映"]
+    # One case, answered at once, resolved in 2 h, rated 满意: every rate 100%, nothing overdue.
+    assert dict(zip(header.split(), leader.split(), strict=True)) == {
+        "名称": "张伟",
+        "受理": "1",
+        "重复反映": "0",
+        "响应率": "100.0%",
+        "接单中位(时)": "0.0",
+        "按期办结率": "100.0%",
+        "办结中位(时)": "2.0",
+        "满意率": "100.0%",
+        "满意度(5/4/3)": "5.00",
+        "重办率": "0.0%",
+        "返工": "0",
+        "按期结案率": "—",  # due 11-29: not yet due in the week
+        "超期": "0",
+    }
+    assert total.split()[0] == "合计"
+    assert written == [f"已写入 {out / '周报.xlsx'}", f"已写入 {out / '周报.csv'}、{out / '周报_台账.csv'}"]
+    book = openpyxl.load_workbook(out / "周报.xlsx")
+    assert book.sheetnames == ["台账", "按网格", "按负责人", "按类别"] and book["台账"].max_row == 2
+    assert (out / "周报_台账.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+
+
+def test_report_names_an_unknown_node_and_a_bad_date_in_one_line(tmp_path: Path) -> None:
+    env = {"GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/r.sqlite3"}
+    assert _run(["grid", "load", str(DEMO_GRID_FILE)], env, cwd=tmp_path).returncode == 0
+    unknown = _run(["report", "--node", "nowhere"], env, cwd=tmp_path)
+    assert unknown.returncode == 1 and "nowhere" in unknown.stderr and "xf-hp" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    bad = _run(["report", "--month", "2026-13"], env, cwd=tmp_path)
+    assert bad.returncode == 2 and "2026-13" in bad.stderr and "Traceback" not in bad.stderr
+    empty = _run(["report", "--month", "2026-11"], env, cwd=tmp_path)
+    assert empty.returncode == 0 and "全部 2026-11-01 至 2026-11-30" in empty.stdout and "本期没有工单" in empty.stdout
