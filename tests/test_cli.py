@@ -265,3 +265,33 @@ def test_train_reports_an_unusable_history_in_one_line(tmp_path: Path) -> None:
     history.write_text("x", encoding="utf-8")
     result = _run(["train", str(history), "--out", str(tmp_path / "m")], {}, cwd=tmp_path)
     assert result.returncode == 1 and "history.txt" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_console_password_is_set_from_stdin_and_checked(tmp_path: Path) -> None:
+    import asyncio
+
+    from bot.console.passwords import check_password
+    from storage import console
+    from storage.db import create_engine, session_factory, transaction
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'console.sqlite3'}"
+    env = {"GRIDBOT_DATABASE_URL": url, "GRIDBOT_GRID_FILE": str(DEMO_GRID_FILE)}
+    done = _run(["console-password", "hp01_leader", "--password-stdin"], env, input="a-long-password\n")
+    assert done.returncode == 0 and "console password set for hp01_leader" in done.stdout, done.stderr
+    short = _run(["console-password", "hp01_leader", "--password-stdin"], env, input="short\n")
+    assert short.returncode == 1 and "at least 8 characters" in short.stderr
+    nobody = _run(["console-password", "nobody", "--password-stdin"], env, input="a-long-password\n")
+    assert nobody.returncode == 1 and "no active staff member with key 'nobody'" in nobody.stderr
+
+    async def stored() -> str | None:
+        engine = create_engine(url)
+        try:
+            async with transaction(session_factory(engine)) as session:
+                staff = await console.staff_by_key(session, "hp01_leader")
+                return staff.password_hash if staff else None
+        finally:
+            await engine.dispose()
+
+    stored_hash = asyncio.run(stored())
+    assert stored_hash is not None and "a-long-password" not in stored_hash
+    assert check_password("a-long-password", stored_hash)

@@ -44,7 +44,10 @@ KICK = web.RequestKey("console_kick", bool)
 PUBLIC = frozenset({"/console/login", "/console/static/console.css"})
 
 # Pages load nothing from elsewhere and run no script: an injected tag could do little.
-CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"
+CSP = (
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
