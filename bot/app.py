@@ -109,6 +109,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None, background: bo
         app.router.add_get("/wecom", wecom_verify)
         app.router.add_post("/wecom", wecom_message)
     app.router.add_get("/healthz", healthz)
+    # Imported here: the console's modules read this module's app keys.
+    from bot.console.web import console_app
+
+    app.add_subapp("/console/", console_app())
     return app
 
 

@@ -1,4 +1,4 @@
-"""The `gridbot` command: serve, demo, db upgrade, grid load, chat, report, fake-wechat."""
+"""The `gridbot` command: serve, demo, db upgrade, grid load, chat, report, fake-wechat, console-password."""
 
 from __future__ import annotations
 
@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--by", choices=["node", "leader", "category"], default="node")
     report.add_argument("--xlsx", type=Path, help="write the ledger and every view to this workbook")
     report.add_argument("--csv", type=Path, help="write the view to this file and the ledger beside it")
+    password = sub.add_parser("console-password", help="set a staff member's password for the web console")
+    password.add_argument("staff_key", help="the staff key from the grid file (e.g. xf_dispatcher)")
+    password.add_argument("--password-stdin", action="store_true", help="read the password from stdin (one line)")
+    password.add_argument("--demo", action="store_true", help="the demo's database (as `gridbot demo` uses)")
     fake = sub.add_parser("fake-wechat", help="run only the local fake WeChat API")
     fake.add_argument("--port", type=int, default=DEMO_FAKE_PORT)
     args = parser.parse_args(argv)
@@ -73,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.setup()
     try:
-        if args.command == "demo":
-            settings = _demo_settings(args.fake_port, args.fake_wecom_port)
+        if args.command == "demo" or (args.command == "console-password" and args.demo):
+            settings = _demo_settings(DEMO_FAKE_PORT, DEMO_FAKE_WECOM_PORT)
         else:
             settings = load_settings()
         if args.command == "serve":
@@ -140,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             except ReportError as exc:
                 print(f"gridbot: {exc}", file=sys.stderr)
                 return 1
+        elif args.command == "console-password":
+            return _console_password(settings, args.staff_key, from_stdin=args.password_stdin)
         elif args.command == "fake-wechat":
             asyncio.run(_serve_fake(settings, args.port))
     except KeyboardInterrupt:
@@ -210,6 +216,48 @@ async def _grid_load(settings: Settings, path: Path) -> str:
     finally:
         await engine.dispose()
     return f"loaded {nodes} grid nodes and {staff} staff from {path}"
+
+
+def _console_password(settings: Settings, key: str, *, from_stdin: bool) -> int:
+    from getpass import getpass
+
+    from bot.console.passwords import MIN_LENGTH
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass("新密码: ")
+        if getpass("再输一次: ") != password:
+            print("gridbot: the two passwords differ", file=sys.stderr)
+            return 1
+    if len(password) < MIN_LENGTH:
+        print(f"gridbot: a console password needs at least {MIN_LENGTH} characters", file=sys.stderr)
+        return 1
+    _upgrade(settings)
+    if not asyncio.run(_set_password(settings, key, password)):
+        print(f"gridbot: no active staff member with key {key!r}", file=sys.stderr)
+        return 1
+    print(f"console password set for {key}")
+    return 0
+
+
+async def _set_password(settings: Settings, key: str, password: str) -> bool:
+    from bot.console.passwords import hash_password
+    from storage import console, grids
+    from storage.db import create_engine, session_factory, transaction
+
+    engine = create_engine(settings.database_url)
+    try:
+        async with transaction(session_factory(engine)) as session:
+            if settings.grid_file is not None:  # as the server does at start: the staff may be new
+                await grids.import_grid(session, grids.read_grid_file(settings.grid_file))
+            staff = await console.staff_by_key(session, key)
+            if staff is None:
+                return False
+            await console.set_password(session, staff=staff, password_hash=hash_password(password))
+            return True
+    finally:
+        await engine.dispose()
 
 
 async def _serve_fake(settings: Settings, port: int) -> None:

@@ -111,6 +111,16 @@ class Settings(BaseSettings):
     # When each grid group with a robot gets its daily summary (office time, HH:MM).
     group_summary_at: str = "08:30"
 
+    # The web console (/console/). Secure cookies: set when it is served over https (it should be).
+    console_secure_cookies: bool = False
+    # The console's public origin (https://grid.example.gov.cn) when behind a proxy that rewrites
+    # the Host header; empty: the request's own scheme and host. POSTs from elsewhere are refused.
+    console_origin: str = ""
+    console_session_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 12
+    # Failed logins per staff key and per address within the window, before login is refused.
+    console_max_failures: Annotated[int, Field(ge=1)] = 5
+    console_failure_window_minutes: Annotated[int, Field(ge=1)] = 15
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:

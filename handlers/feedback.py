@@ -20,7 +20,7 @@ from handlers.text import mask_phones_in
 from handlers.types import Inbound
 from storage import cases, outbox
 from storage.lifecycle import OPEN_STATUSES, Action, Role
-from storage.models import Resident, Staff
+from storage.models import Case, Resident, Staff
 
 router = Router("feedback")
 
@@ -79,18 +79,29 @@ async def on_rating(
     )
     if action is Action.RATE:
         return m.RATED.format(rating=rating, number=case.number)
+    leader = await announce_reopened(session, case=case, reason=reason, services=services, now=now, told=resident)
+    if leader is None:
+        return m.RATED.format(rating=rating, number=case.number)
+    return m.REOPENED.format(number=case.number, grid=grid_name(services, leader.grid_id), leader=leader.name)
+
+
+async def announce_reopened(
+    session: AsyncSession, *, case: Case, reason: str, services: Services, now: datetime, told: Resident | None
+) -> Staff | None:
+    """重办 done: a new deadline, the leader gets the case back with the reason, and the residents
+    are told (except `told`, who hears it in a reply). The leader, or None when there is none."""
     case.due_at = resolution_deadline(case, now, services.policy)
     leader = await session.get(Staff, case.assignee_id) if case.assignee_id else None
     if leader is None:
-        return m.RATED.format(rating=rating, number=case.number)
+        return None
     flag = m.REOPEN_FLAG.format(reason=reason or m.REOPEN_NO_REASON)
     await notify_staff(session, staff=leader, case=case, services=services, now=now, flag=flag)
     grid = grid_name(services, leader.grid_id)
     reopened = text_push(m.PUSH_REOPENED.format(number=case.number, grid=grid, leader=leader.name))
     for follower in await cases.audience(session, case):
-        if follower.id != resident.id:  # the rater hears it in the reply
+        if told is None or follower.id != told.id:
             outbox.enqueue(session, recipient=follower.openid, payload=reopened, now=now, case_id=case.id)
-    return m.REOPENED.format(number=case.number, grid=grid_name(services, leader.grid_id), leader=leader.name)
+    return leader
 
 
 @router.message(_mentions_a_case)

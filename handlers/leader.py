@@ -173,7 +173,7 @@ async def case_timeline(msg: Inbound, staff: Staff, session: AsyncSession, servi
         )
     ]
     for e in await cases.timeline(session, case.id or 0):
-        actor = await _actor_name(session, e.actor_kind, e.actor_id)
+        actor = await actor_name(session, e.actor_kind, e.actor_id)
         note = f"：{mask_phones_in(e.note)[:80]}" if e.note else ""
         at = e.at.astimezone(services.zone).strftime("%m-%d %H:%M")
         lines.append(m.CASE_TIMELINE_LINE.format(at=at, action=e.action, actor=actor, note=note))
@@ -277,7 +277,7 @@ async def staff_help() -> str:
     return m.STAFF_HELP
 
 
-async def _actor_name(session: AsyncSession, kind: str, actor_id: int | None) -> str:
+async def actor_name(session: AsyncSession, kind: str, actor_id: int | None) -> str:
     """Staff by name; residents never by openid."""
     if kind == "staff" and actor_id is not None:
         staff = await session.get(Staff, actor_id)

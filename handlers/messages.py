@@ -260,3 +260,14 @@ PING_ESCALATED = (
 )
 PING_ESCALATED_OWNER = "【已报上级督办】工单 {number}（#{ref}）{what}已超时 {late}，已报{chain}督办，请尽快处理。"
 CLOSED_UNRATED = "未评价"
+
+# --- The web console (/console/) ---
+CONSOLE_REOPENED = "工单 {number} 已重办，交回 {leader} 处理。"
+CONSOLE_LOGIN_FAILED = "工号或密码不正确。"
+CONSOLE_LOGIN_THROTTLED = "登录失败次数过多，请 {minutes} 分钟后再试。"
+CONSOLE_CSRF_FAILED = "页面已过期或来源不明，请刷新后重试。"
+CONSOLE_NEEDS_NOTE = "请填写说明或原因。"
+CONSOLE_NEEDS_TARGET = "请选择去向。"
+CONSOLE_GRID_IMPORTED = "已导入 {nodes} 个网格节点、{staff} 名工作人员。"
+CONSOLE_GRID_BAD_FILE = "网格定义文件有误：{reason}"
+CONSOLE_GRID_TOP_ONLY = "只有街道调度员可以导入网格定义。"

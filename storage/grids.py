@@ -177,3 +177,58 @@ async def staff_by_openid(session: AsyncSession, openid: str) -> Staff | None:
 async def staff_by_wecom_userid(session: AsyncSession, userid: str) -> Staff | None:
     stmt = select(Staff).where(Staff.wecom_userid == userid, col(Staff.active).is_(True))
     return (await session.exec(stmt)).first()
+
+
+async def export_grid(session: AsyncSession, *, office: dict[str, str]) -> GridFile:
+    """The grid definition as stored, in the grid file's shape (what `import_grid` reads back).
+    Active staff only; passwords are never part of it."""
+    nodes = await all_nodes(session)
+    specs: dict[int, NodeSpec] = {}
+    roots: list[NodeSpec] = []
+    for node in sorted(nodes, key=lambda n: (n.path.count("/"), n.id or 0)):  # parents first
+        spec = NodeSpec(
+            code=node.code,
+            name=node.name,
+            level=node.level,
+            aliases=list(node.aliases),
+            landmarks=list(node.landmarks),
+            polygon=[(p[0], p[1]) for p in node.polygon] if node.polygon else None,
+            robot_key=node.robot_key,
+        )
+        specs[node.id or 0] = spec
+        parent = specs.get(node.parent_id) if node.parent_id is not None else None
+        (parent.children if parent is not None else roots).append(spec)
+    code_of = {n.id: n.code for n in nodes}
+    staff_rows = (await session.exec(select(Staff).where(col(Staff.active).is_(True)).order_by(col(Staff.id)))).all()
+    staff = [
+        StaffSpec(
+            key=s.key,
+            name=s.name,
+            role=s.role,  # type: ignore[arg-type]
+            grid=code_of[s.grid_id],
+            phone=s.phone,
+            wechat_openid=s.wechat_openid,
+            wecom_userid=s.wecom_userid,
+            channel=s.channel,  # type: ignore[arg-type]
+        )
+        for s in staff_rows
+    ]
+    return GridFile(office=office, nodes=roots, staff=staff)
+
+
+def dump_grid_file(grid: GridFile) -> str:
+    """YAML as a person writes it: Chinese as is, keys in the file's order, empty fields left out."""
+    data = grid.model_dump(mode="json", exclude_defaults=True)
+    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False, width=120)
+
+
+def parse_grid_text(text: str) -> GridFile:
+    """A grid file's text (an upload) → GridFile, or GridFileError saying where it is wrong."""
+    try:
+        return GridFile.model_validate(yaml.safe_load(text))
+    except yaml.YAMLError as exc:
+        raise GridFileError(str(exc)) from exc
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise GridFileError(f"{where}: {err['msg']}") from exc

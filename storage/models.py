@@ -51,6 +51,8 @@ class Staff(SQLModel, table=True):
     # The last short reference (#12) handed to this person on a case card; never reused.
     last_ref: int = 0
     active: bool = True
+    # The web console's password: "scrypt$n$r$p$salt_hex$hash_hex" (None: cannot log in).
+    password_hash: str | None = Field(default=None, max_length=300)
 
 
 class Resident(SQLModel, table=True):
@@ -238,6 +240,30 @@ class JobRun(SQLModel, table=True):
     at: datetime = _utc()
 
 
+class ConsoleSession(SQLModel, table=True):
+    """A logged-in console user. The cookie holds the token; only its SHA-256 is stored, so a copy
+    of the database logs nobody in."""
+
+    __tablename__ = "console_session"
+    token_hash: str = Field(primary_key=True, max_length=64)
+    staff_id: int = Field(foreign_key="staff.id", index=True)
+    # Sent with every form and compared on every POST (CSRF).
+    csrf: str = Field(max_length=64)
+    created_at: datetime = _utc()
+    expires_at: datetime = _utc(index=True)
+
+
+class LoginFailure(SQLModel, table=True):
+    """One failed console login, kept to refuse guessing: by the staff key tried and by address."""
+
+    __tablename__ = "login_failure"
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(max_length=120)  # "key:<staff key>" | "ip:<address>"
+    at: datetime = _utc()
+
+    __table_args__ = (Index("ix_login_failure_subject_at", "subject", "at"),)
+
+
 class CaseCounter(SQLModel, table=True):
     """Daily sequence behind case numbers such as G20261122-0007."""
 
@@ -277,6 +303,8 @@ ALL_TABLES = [
     OutboxMessage,
     CaseRef,
     JobRun,
+    ConsoleSession,
+    LoginFailure,
     CaseCounter,
     AccessToken,
 ]

@@ -327,3 +327,33 @@ def test_report_names_an_unknown_node_and_a_bad_date_in_one_line(tmp_path: Path)
     assert bad.returncode == 2 and "2026-13" in bad.stderr and "Traceback" not in bad.stderr
     empty = _run(["report", "--month", "2026-11"], env, cwd=tmp_path)
     assert empty.returncode == 0 and "全部 2026-11-01 至 2026-11-30" in empty.stdout and "本期没有工单" in empty.stdout
+
+
+def test_console_password_is_set_from_stdin_and_checked(tmp_path: Path) -> None:
+    import asyncio
+
+    from bot.console.passwords import check_password
+    from storage import console
+    from storage.db import create_engine, session_factory, transaction
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'console.sqlite3'}"
+    env = {"GRIDBOT_DATABASE_URL": url, "GRIDBOT_GRID_FILE": str(DEMO_GRID_FILE)}
+    done = _run(["console-password", "hp01_leader", "--password-stdin"], env, input="a-long-password\n")
+    assert done.returncode == 0 and "console password set for hp01_leader" in done.stdout, done.stderr
+    short = _run(["console-password", "hp01_leader", "--password-stdin"], env, input="short\n")
+    assert short.returncode == 1 and "at least 8 characters" in short.stderr
+    nobody = _run(["console-password", "nobody", "--password-stdin"], env, input="a-long-password\n")
+    assert nobody.returncode == 1 and "no active staff member with key 'nobody'" in nobody.stderr
+
+    async def stored() -> str | None:
+        engine = create_engine(url)
+        try:
+            async with transaction(session_factory(engine)) as session:
+                staff = await console.staff_by_key(session, "hp01_leader")
+                return staff.password_hash if staff else None
+        finally:
+            await engine.dispose()
+
+    stored_hash = asyncio.run(stored())
+    assert stored_hash is not None and "a-long-password" not in stored_hash
+    assert check_password("a-long-password", stored_hash)

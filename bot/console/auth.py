@@ -1,0 +1,215 @@
+"""Console sign-in: server-side sessions, CSRF, and refusing password guessing.
+
+- The cookie holds a random 32-byte token; the database holds only its SHA-256 with the staff id,
+  the session's CSRF token and its expiry. Every login issues a new token (and drops the one the
+  browser came with), so a token planted before login is worth nothing (session fixation).
+- Every POST carries the session's CSRF token in a hidden field (compared in constant time), and a
+  browser's Origin (or Referer) must be this console's. The login form has no session yet: it is
+  protected by a double-submit token (a cookie and the same value in the form).
+- Failed logins are counted per staff key and per client address; past the limit within the
+  window, login is refused — even with the right password — until the window moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.app import CLOCK, FACTORY, SETTINGS, WORKER
+from bot.console.passwords import check_password
+from handlers import messages as m
+from storage import console as store
+from storage.db import transaction
+from storage.models import Staff
+
+log = logging.getLogger("gridbot.console")
+
+COOKIE = "gridbot_console"
+LOGIN_COOKIE = "gridbot_login"
+DB = web.RequestKey("console_db", AsyncSession)
+STAFF = web.RequestKey("console_staff", Staff)
+CSRF = web.RequestKey("console_csrf", str)
+TOKEN_HASH = web.RequestKey("console_token_hash", str)
+KICK = web.RequestKey("console_kick", bool)
+# Pages anyone may reach: the login form and the stylesheet.
+PUBLIC = frozenset({"/console/login", "/console/static/console.css"})
+
+# Pages load nothing from elsewhere and run no script: an injected tag could do little.
+CSP = (
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def staff_of(request: web.Request) -> Staff:
+    return request[STAFF]
+
+
+def db(request: web.Request) -> AsyncSession:
+    return request[DB]
+
+
+@web.middleware
+async def console_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One transaction per request; who is logged in; CSRF on every POST; the worker woken after
+    commit when an action queued pushes."""
+    config = request.config_dict
+    if request.method == "POST" and not _same_origin(request):
+        return _forbidden()
+    async with transaction(config[FACTORY]) as session:
+        request[DB] = session
+        token = request.cookies.get(COOKIE, "")
+        found = (
+            await store.live_session(session, token_hash=token_hash(token), now=config[CLOCK].now()) if token else None
+        )
+        if found is not None:
+            row, staff = found
+            request[STAFF], request[CSRF], request[TOKEN_HASH] = staff, row.csrf, row.token_hash
+        elif request.path not in PUBLIC:
+            if request.method == "GET":
+                return redirect("/console/login")
+            return _forbidden()
+        # The login form carries its own token (there may be no session yet): checked in `login`.
+        checked = found is not None and request.method == "POST" and request.path != "/console/login"
+        if checked and not _csrf_ok(await request.post(), row.csrf):
+            return _forbidden()
+        response = await handler(request)
+    if request.get(KICK):
+        config[WORKER].kick()
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault(
+        "Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+    )
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _forbidden() -> web.Response:
+    return web.Response(status=403, text=m.CONSOLE_CSRF_FAILED)
+
+
+def expected_origin(request: web.Request) -> str:
+    configured: str = request.config_dict[SETTINGS].console_origin
+    return configured or f"{request.scheme}://{request.host}"
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A browser names the page a POST comes from: it must be ours. (No Origin and no Referer: not
+    a browser, which cannot carry a victim's cookie anyway; the CSRF token still has to match.)"""
+    expected = expected_origin(request)
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        return origin == expected
+    referer = request.headers.get("Referer")
+    if referer is not None:
+        parts = urlsplit(referer)
+        return f"{parts.scheme}://{parts.netloc}" == expected
+    return True
+
+
+def _csrf_ok(form: Mapping[str, object], expected: str) -> bool:
+    sent = form.get("csrf", "")
+    return isinstance(sent, str) and bool(sent) and hmac.compare_digest(sent.encode(), expected.encode())
+
+
+def set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path="/console/",
+        httponly=True,
+        samesite="Lax",
+        secure=request.config_dict[SETTINGS].console_secure_cookies,
+    )
+
+
+async def login_form(request: web.Request) -> web.StreamResponse:
+    from bot.console.pages import render
+
+    return _login_page(request, render, error=None, status=200)
+
+
+def _login_page(
+    request: web.Request, render: Callable[..., web.Response], *, error: str | None, status: int
+) -> web.Response:
+    token = secrets.token_urlsafe(32)
+    response = render(request, "login.html", {"error": error, "login_csrf": token}, status=status)
+    set_cookie(request, response, LOGIN_COOKIE, token, max_age=3600)
+    return response
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Check the password (unless this key or address is throttled) and start a fresh session."""
+    from bot.console.pages import render
+
+    config = request.config_dict
+    settings, now, session = config[SETTINGS], config[CLOCK].now(), db(request)
+    form = await request.post()
+    cookie = request.cookies.get(LOGIN_COOKIE, "")
+    sent = form.get("login_csrf", "")
+    if not (cookie and isinstance(sent, str) and hmac.compare_digest(sent.encode(), cookie.encode())):
+        return _forbidden()
+    key = str(form.get("key", "")).strip()[:64]
+    password = str(form.get("password", ""))[:200]
+    window = timedelta(minutes=settings.console_failure_window_minutes)
+    subjects = [f"key:{key}", f"ip:{request.remote or '?'}"]
+    for subject in subjects:
+        if await store.failures_since(session, subject=subject, since=now - window) >= settings.console_max_failures:
+            log.info("console login throttled", extra={"subject": subject.split(":")[0]})
+            error = m.CONSOLE_LOGIN_THROTTLED.format(minutes=settings.console_failure_window_minutes)
+            return _login_page(request, render, error=error, status=429)
+    staff = await store.staff_by_key(session, key) if key else None
+    ok = await asyncio.to_thread(check_password, password, staff.password_hash if staff else None)
+    if staff is None or not ok:
+        store.record_failure(session, subjects=subjects, now=now)
+        log.info("console login failed")
+        return _login_page(request, render, error=m.CONSOLE_LOGIN_FAILED, status=401)
+    await store.forget_failures(session, subject=subjects[0])
+    await store.purge_failures(session, before=now - window)
+    await store.purge_expired(session, now=now)
+    if TOKEN_HASH in request:  # logged in already: that session ends; the new one has a new token
+        await store.close_session(session, token_hash=request[TOKEN_HASH])
+    token = secrets.token_urlsafe(32)
+    hours = settings.console_session_hours
+    assert staff.id is not None
+    await store.open_session(
+        session,
+        token_hash=token_hash(token),
+        staff_id=staff.id,
+        csrf=secrets.token_urlsafe(32),
+        now=now,
+        expires_at=now + timedelta(hours=hours),
+    )
+    log.info("console login", extra={"staff": staff.key})
+    response = redirect("/console/cases")
+    set_cookie(request, response, COOKIE, token, max_age=hours * 3600)
+    response.del_cookie(LOGIN_COOKIE, path="/console/")
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    await store.close_session(db(request), token_hash=request[TOKEN_HASH])
+    response = redirect("/console/login")
+    response.del_cookie(COOKIE, path="/console/")
+    return response

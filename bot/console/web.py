@@ -1,0 +1,36 @@
+"""The console's sub-application, mounted at /console/ by the app factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from bot.console import auth, grid_pages, pages
+
+STATIC = Path(__file__).parent / "static"
+
+
+async def stylesheet(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "console.css", headers={"Cache-Control": "public, max-age=3600"})
+
+
+def console_app() -> web.Application:
+    app = web.Application(middlewares=[auth.console_middleware])
+    aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("bot.console", "templates"), autoescape=True)
+    app.router.add_get("/", pages.index)
+    app.router.add_get("/login", auth.login_form)
+    app.router.add_post("/login", auth.login)
+    app.router.add_post("/logout", auth.logout)
+    app.router.add_get("/cases", pages.case_list)
+    app.router.add_get("/cases/{number}", pages.case_page)
+    app.router.add_post("/cases/{number}/{action}", pages.case_action)
+    app.router.add_get("/cases/{number}/media/{event}", pages.case_media)
+    app.router.add_get("/map", grid_pages.case_map)
+    app.router.add_get("/grid", grid_pages.grid_view)
+    app.router.add_get("/grid/export", grid_pages.grid_export)
+    app.router.add_post("/grid/import", grid_pages.grid_import)
+    app.router.add_get("/static/console.css", stylesheet)
+    return app

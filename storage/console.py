@@ -1,0 +1,68 @@
+"""The web console's rows: staff passwords, sessions (by token hash), failed logins."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import ConsoleSession, LoginFailure, Staff
+
+
+async def staff_by_key(session: AsyncSession, key: str) -> Staff | None:
+    return (await session.exec(select(Staff).where(Staff.key == key, col(Staff.active).is_(True)))).first()
+
+
+async def set_password(session: AsyncSession, *, staff: Staff, password_hash: str | None) -> None:
+    """A new password ends every session the person had."""
+    staff.password_hash = password_hash
+    session.add(staff)
+    await session.exec(delete(ConsoleSession).where(col(ConsoleSession.staff_id) == staff.id))  # type: ignore[call-overload]
+
+
+async def open_session(
+    session: AsyncSession, *, token_hash: str, staff_id: int, csrf: str, now: datetime, expires_at: datetime
+) -> None:
+    session.add(
+        ConsoleSession(token_hash=token_hash, staff_id=staff_id, csrf=csrf, created_at=now, expires_at=expires_at)
+    )
+
+
+async def live_session(session: AsyncSession, *, token_hash: str, now: datetime) -> tuple[ConsoleSession, Staff] | None:
+    """The session behind a token and its (active) staff member; None when unknown or expired."""
+    row = await session.get(ConsoleSession, token_hash)
+    if row is None or row.expires_at <= now:
+        return None
+    staff = await session.get(Staff, row.staff_id)
+    if staff is None or not staff.active or staff.password_hash is None:
+        return None
+    return row, staff
+
+
+async def close_session(session: AsyncSession, *, token_hash: str) -> None:
+    await session.exec(delete(ConsoleSession).where(col(ConsoleSession.token_hash) == token_hash))  # type: ignore[call-overload]
+
+
+async def purge_expired(session: AsyncSession, *, now: datetime) -> None:
+    await session.exec(delete(ConsoleSession).where(col(ConsoleSession.expires_at) <= now))  # type: ignore[call-overload]
+
+
+def record_failure(session: AsyncSession, *, subjects: list[str], now: datetime) -> None:
+    for subject in subjects:
+        session.add(LoginFailure(subject=subject, at=now))
+
+
+async def failures_since(session: AsyncSession, *, subject: str, since: datetime) -> int:
+    stmt = select(func.count()).where(LoginFailure.subject == subject, col(LoginFailure.at) >= since)
+    return int((await session.exec(stmt)).one())
+
+
+async def forget_failures(session: AsyncSession, *, subject: str) -> None:
+    """A successful login clears the count against that staff key."""
+    await session.exec(delete(LoginFailure).where(col(LoginFailure.subject) == subject))  # type: ignore[call-overload]
+
+
+async def purge_failures(session: AsyncSession, *, before: datetime) -> None:
+    await session.exec(delete(LoginFailure).where(col(LoginFailure.at) < before))  # type: ignore[call-overload]
