@@ -9,18 +9,15 @@ digest, never during quiet hours.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import and_, func
-from sqlalchemy import case as when
-from sqlalchemy import select as sql_select
+from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from handlers import messages as m
+from handlers import rates
 from handlers.casework import candidates, verb
 from handlers.context import Services
 from handlers.deadlines import show
@@ -31,7 +28,7 @@ from handlers.pushes import WECOM_APP, WECOM_ROBOT, push_to_staff
 from handlers.routing import Router
 from handlers.types import Inbound
 from storage import cases, jobs, outbox
-from storage.lifecycle import OPEN_STATUSES, Status
+from storage.lifecycle import Status
 from storage.models import Case, OutboxMessage, Resident, Staff
 
 router = Router("digest")
@@ -155,69 +152,27 @@ def _scope(staff: Staff, services: Services) -> list[int] | None:
 # The weekly summary -------------------------------------------------------------------------------
 
 
-@dataclass
-class Figures:
-    received: int = 0
-    resolved: int = 0
-    on_time: int = 0  # resolved by the deadline
-    rated: int = 0
-    satisfied: int = 0  # 满意 or 基本满意
-    open: int = 0
-    overdue: int = 0
-
-    def add(self, other: Figures) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-async def week_figures(session: AsyncSession, *, start: datetime, end: datetime, now: datetime) -> dict[int, Figures]:
-    """Per grid node: cases received, resolved (and on time) and rated in [start, end); open and
-    overdue at `now`. One grouped query."""
-
-    def count(*conditions: Any) -> Any:
-        return func.sum(when((and_(*conditions), 1), else_=0))
-
-    created, resolved, rated = col(Case.created_at), col(Case.resolved_at), col(Case.rated_at)
-    is_open = col(Case.status).in_(list(OPEN_STATUSES))
-    stmt = (
-        sql_select(
-            col(Case.grid_id),
-            count(created >= start, created < end),
-            count(resolved >= start, resolved < end),
-            count(resolved >= start, resolved < end, resolved <= col(Case.due_at)),
-            count(rated >= start, rated < end),
-            count(rated >= start, rated < end, col(Case.rating).in_(("满意", "基本满意"))),
-            count(is_open),
-            count(is_open, col(Case.due_at) < now),
-        )
-        .where(col(Case.grid_id).is_not(None))
-        .group_by(col(Case.grid_id))
-    )
-    rows = (await session.exec(stmt)).all()  # type: ignore[call-overload]
-    return {int(r[0]): Figures(*(int(v or 0) for v in r[1:])) for r in rows}
-
-
 async def weekly_summaries(session: AsyncSession, *, services: Services, now: datetime) -> int:
     """To the leaders and dispatchers of every node with grids below it (社区, 街道): last week's
     figures, for the node and for each node directly below it."""
-    zone = services.zone
+    zone, grids = services.zone, services.grids
     local = now.astimezone(zone)
     monday = datetime.combine(local.date() - timedelta(days=local.weekday()), datetime.min.time(), zone)
     start, end = monday - timedelta(days=7), monday
-    per_grid = await week_figures(session, start=start, end=end, now=now)
-    grids = services.grids
-    period = f"{start:%m月%d日}—{end - timedelta(days=1):%m月%d日}"
+    period = rates.Period(start, end, as_of=now)
+    per_node = rates.figures_by_node(await rates.load(session, policy=services.policy, period=period), grids, period)
+    dates = f"{start:%m月%d日}—{end - timedelta(days=1):%m月%d日}"
     written = 0
     for ref in sorted(grids.refs.values(), key=lambda r: (r.depth, r.id)):
         children = [c for c in grids.refs.values() if c.level != DEPARTMENT_LEVEL and grids.line(c.id)[1:2] == [ref.id]]
         if ref.level == DEPARTMENT_LEVEL or not children:
             continue
         lines = [
-            m.WEEKLY_HEADER.format(name=ref.name, period=period),
-            m.WEEKLY_TOTAL.format(**_show(_total(per_grid, grids.subtree(ref.id)))),
+            m.WEEKLY_HEADER.format(name=ref.name, period=dates),
+            m.WEEKLY_TOTAL.format(**_show(per_node[ref.id])),
         ]
         for child in sorted(children, key=lambda c: c.id):
-            lines.append(m.WEEKLY_LINE.format(name=child.name, **_show(_total(per_grid, grids.subtree(child.id)))))
+            lines.append(m.WEEKLY_LINE.format(name=child.name, **_show(per_node[child.id])))
         content = "\n".join(lines)
         staff = await session.exec(
             select(Staff)
@@ -230,18 +185,23 @@ async def weekly_summaries(session: AsyncSession, *, services: Services, now: da
     return written
 
 
-def _total(per_grid: dict[int, Figures], grid_ids: Iterable[int]) -> Figures:
-    total = Figures()
-    for grid_id in grid_ids:
-        if grid_id in per_grid:
-            total.add(per_grid[grid_id])
-    return total
+def _show(f: rates.Figures) -> dict[str, object]:
+    """The figures the summary prints; the rates as handlers/rates.py defines them."""
+    return {
+        "received": f.received,
+        "resolved": f.resolved,
+        "on_time": f.resolved_on_time,
+        "on_time_rate": _percent(f.on_time_rate),
+        "rated": f.rated,
+        "satisfied": f.satisfied,
+        "satisfied_rate": _percent(f.satisfaction_rate),
+        "open": f.open,
+        "overdue": f.overdue,
+    }
 
 
-def _show(f: Figures) -> dict[str, object]:
-    on_time = f"{f.on_time / f.resolved:.0%}" if f.resolved else "—"
-    satisfied = f"{f.satisfied / f.rated:.0%}" if f.rated else "—"
-    return {**f.__dict__, "on_time_rate": on_time, "satisfied_rate": satisfied}
+def _percent(rate: float | None) -> str:
+    return "—" if rate is None else f"{rate:.0%}"
 
 
 # 未送达 / 重发: the dispatcher sees what could not be delivered, and sends it again ------------------

@@ -166,7 +166,7 @@ DIGEST_FOOTER = "回复「我的工单」查看全部，「帮助」查看指令
 WEEKLY_HEADER = "【{name} 工单周报】{period}"
 WEEKLY_TOTAL = (
     "新收 {received} 件，办结 {resolved} 件（按期 {on_time} 件，{on_time_rate}），"
-    "评价 {rated} 件，满意 {satisfied} 件（{satisfied_rate}）；当前未办结 {open} 件，其中超期 {overdue} 件。"
+    "评价 {rated} 件，满意 {satisfied} 件（{satisfied_rate}）；周末未办结 {open} 件，其中超期 {overdue} 件。"
 )
 WEEKLY_LINE = (
     "{name}：新收 {received} · 办结 {resolved}（按期 {on_time_rate}）· 满意 {satisfied_rate} · "

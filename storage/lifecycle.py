@@ -131,7 +131,8 @@ TRANSITIONS: dict[tuple[Status, Action], Rule] = {
     (S.RESOLVED, A.ASK_RATING): Rule(S.AWAITING_RATING, frozenset({R.SYSTEM})),
     (S.RESOLVED, A.CLOSE): Rule(S.CLOSED, frozenset({R.SYSTEM})),  # nobody to ask (no reporter)
     (S.AWAITING_RATING, A.RATE): Rule(S.CLOSED, frozenset({R.RESIDENT})),
-    (S.AWAITING_RATING, A.REOPEN): Rule(S.DISPATCHED, frozenset({R.RESIDENT})),
+    # 重办: the reporter's 不满意, or the dispatcher's (a 回访 found the problem still there).
+    (S.AWAITING_RATING, A.REOPEN): Rule(S.DISPATCHED, frozenset({R.RESIDENT, R.DISPATCHER})),
     (S.AWAITING_RATING, A.CLOSE): Rule(S.CLOSED, frozenset({R.SYSTEM})),  # 未评价, after the wait
 }
 

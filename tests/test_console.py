@@ -317,9 +317,9 @@ async def test_illegal_and_refused_actions_show_the_state_machines_answer(wechat
     await act(wechat, case.number, "resolve", note="已修好")
     status, page = await act(wechat, case.number, "resolve", note="又修了一次")
     assert reply_on(page) == m.ILLEGAL.format(number=case.number, status=Status.AWAITING_RATING, verb="办结")
-    # 重办 after 办结 is the reporter's (不满意), not staff's: the table says so.
+    # 重办 after 办结 is the reporter's (不满意) or a dispatcher's, not the leader's who did the work.
     status, page = await act(wechat, case.number, "reopen", note="再看看")
-    assert reply_on(page) == m.NOT_YOUR_PART.format(number=case.number, verb="重办", who="反映人")
+    assert reply_on(page) == m.NOT_YOUR_PART.format(number=case.number, verb="重办", who="调度员或反映人")
     assert (await current(wechat, case)).status == Status.AWAITING_RATING
     status, page = await act(wechat, case.number, "escalate", note="")
     assert status == 400 and reply_on(page) == m.CONSOLE_NEEDS_NOTE
@@ -390,3 +390,20 @@ async def test_only_the_top_dispatcher_exports_or_imports(wechat: WeChat) -> Non
     assert resp.status == 403 and m.CONSOLE_GRID_TOP_ONLY in await resp.text()
     page = await (await wechat.client.get("/console/grid")).text()
     assert "和平里第一网格" in page and "春晖" not in page
+
+
+async def test_a_dispatcher_reopens_a_resolved_case_as_a_residents_complaint_would(wechat: WeChat) -> None:
+    case = await report(wechat)
+    await wechat.text(LEADER_HP01, f"办结 {case.number} 已修好")
+    await login(wechat, "xf_dispatcher")
+    status, page = await act(wechat, case.number, "reopen", note="回访发现灯仍不亮")
+    assert reply_on(page) == m.CONSOLE_REOPENED.format(number=case.number, leader="张伟")
+    reopened = await current(wechat, case)
+    assert reopened.status == Status.DISPATCHED and reopened.reopen_count == 1
+    assert reopened.due_at is not None and reopened.due_at > wechat.clock.now()
+    await wechat.deliver()
+    assert "回访发现灯仍不亮" in wechat.pushes_to(LEADER_HP01)[-1]
+    assert (
+        case.number in wechat.pushes_to(RESIDENT)[-1]
+        and "已重新交办给和平里第一网格 张伟" in wechat.pushes_to(RESIDENT)[-1]
+    )

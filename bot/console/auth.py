@@ -96,9 +96,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
     if request.get(KICK):
         config[WORKER].kick()
     response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault(
-        "Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
-    )
+    response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("Cache-Control", "no-store")
     return response
