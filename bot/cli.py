@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.setup()
     try:
-        if args.command == "demo" or (args.command == "console-password" and args.demo):
+        if args.command == "demo":
+            settings = _demo_settings(args.fake_port, args.fake_wecom_port)
+        elif args.command == "console-password" and args.demo:
             settings = _demo_settings(DEMO_FAKE_PORT, DEMO_FAKE_WECOM_PORT)
         else:
             settings = load_settings()
