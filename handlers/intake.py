@@ -292,8 +292,9 @@ async def route_report(
     session: AsyncSession, *, case: Case, grid: GridRef | None, services: Services, now: datetime
 ) -> Staff | None:
     """Route a report whose place is as known as it will get: to its grid's leader (or the nearest one
-    above); without a grid, to the street level (街道) for dispatch by hand. With no grid loaded at
-    all, or a case already routed there, nothing moves (it stays 待派遣 for a dispatcher)."""
+    above); without a grid, to the street level (街道) for dispatch by hand. Without a grid, a case
+    already dispatched (an urgent one, sent up at once) stays where it is, and with no grid loaded at
+    all nothing moves (it stays 待派遣 for a dispatcher)."""
     if grid is not None:
         return await route_case(session, case=case, grid=grid, services=services, now=now)
     root = services.grids.root()
