@@ -18,6 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.delivery import CustomerService, Fallback
+from bot.open311 import Open311API
+from bot.open311 import add_routes as add_open311_routes
 from bot.outbox import MEDIA_FETCH, WECOM_MEDIA_FETCH, DeliveryPolicy, MediaFetcher, OutboxWorker, Sender
 from bot.receive import Receiver
 from bot.tokens import SharedTokens
@@ -48,6 +50,7 @@ WECOM_TRANSPORT = web.AppKey("wecom_transport", WeComTransport)
 RECEIVER = web.AppKey("receiver", Receiver)
 WORKER = web.AppKey("worker", OutboxWorker)
 FOLLOW_UP = web.AppKey("follow_up", FollowUp)
+OPEN311 = web.AppKey("open311", Open311API)
 
 
 async def load_services(factory: SessionFactory, settings: Settings) -> Services:
@@ -108,6 +111,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, background: bo
         )
         app.router.add_get("/wecom", wecom_verify)
         app.router.add_post("/wecom", wecom_message)
+    add_open311_routes(app.router, lambda request: request.app[OPEN311])
     app.router.add_get("/healthz", healthz)
     # Imported here: the console's modules read this module's app keys.
     from bot.console.web import console_app
@@ -149,6 +153,14 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
             budget=settings.reply_budget_seconds,
             on_outbox=app[WORKER].kick,
             fetch_media=settings.media_dir is not None,
+        )
+        app[OPEN311] = Open311API(
+            app[FACTORY],
+            app[SERVICES],
+            app[CLOCK],
+            api_keys=settings.open311_keys,
+            public_reads=settings.open311_public_reads,
+            on_commit=app[WORKER].kick,
         )
         yield
         await app[RECEIVER].wait_idle()

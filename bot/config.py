@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     console_max_failures: Annotated[int, Field(ge=1)] = 5
     console_failure_window_minutes: Annotated[int, Field(ge=1)] = 15
 
+    # Open311 (GeoReport v2) at /open311/v2: the API keys other systems file requests with, comma
+    # separated. Empty: POST requests is refused (403); the GET endpoints still answer.
+    open311_api_keys: str = ""
+    # Whether GET requests (residents' descriptions, phone numbers masked) needs no api_key, as the
+    # spec has it; False: only holders of a key may read them.
+    open311_public_reads: bool = True
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
@@ -208,6 +215,10 @@ class Settings(BaseSettings):
     @property
     def template_fields(self) -> dict[str, str]:
         return parse_template_fields(self.wechat_template_fields)
+
+    @property
+    def open311_keys(self) -> tuple[str, ...]:
+        return tuple(k for k in (p.strip() for p in self.open311_api_keys.split(",")) if k)
 
     @property
     def zone(self) -> ZoneInfo:

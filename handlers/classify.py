@@ -70,6 +70,10 @@ def _lead(text: str) -> str:
 class Category:
     name: str
     keywords: tuple[tuple[str, float], ...]  # (word, weight)
+    # How other systems name it (Open311 service_code, group, description); optional in the file.
+    code: str | None = None
+    group: str | None = None
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,15 @@ class KeywordTable:
             for kw in item.get("keywords") or []:
                 word, weight = (kw, 1.0) if isinstance(kw, str) else (kw["word"], kw.get("weight", 1))
                 words.append((normalise_text(str(word)).strip(), float(weight)))
-            categories.append(Category(str(item["name"]), tuple((w, x) for w, x in words if w)))
+            categories.append(
+                Category(
+                    str(item["name"]),
+                    tuple((w, x) for w, x in words if w),
+                    code=_optional(item.get("code")),
+                    group=_optional(item.get("group")),
+                    description=_optional(item.get("description")),
+                )
+            )
         return cls(
             tuple(categories),
             str(data.get("default", "其他")),
@@ -127,6 +139,11 @@ class KeywordTable:
     @cached_property
     def _matcher(self) -> _Matcher:
         return _Matcher(self.categories)
+
+
+def _optional(value: Any) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text or None
 
 
 class _Matcher:

@@ -23,7 +23,7 @@ from handlers.understand import Understanding, understand
 from storage import cases, inbound
 from storage.cases import window_start
 from storage.lifecycle import Action, Status
-from storage.models import Case, Resident
+from storage.models import Case, Resident, Staff
 
 router = Router("intake")
 
@@ -267,19 +267,40 @@ async def _new_case(
     **extra: Any,
 ) -> Case:
     """A numbered case from what the message said (status, pin and link to an original in `extra`)."""
-    number = await cases.next_case_number(session, now=now, zone=services.zone)
-    return await cases.create_case(
+    return await new_case(
         session,
-        number=number,
+        services=services,
+        now=now,
         category=u.category,
         confidence=u.confidence,
         description=text[:2000],
         urgent=u.urgent,
         resident=resident,
-        now=now,
         place_text=u.place,
         **extra,
     )
+
+
+async def new_case(session: AsyncSession, *, services: Services, now: datetime, **fields: Any) -> Case:
+    """A case with the next number of the day (受理); `fields` as storage.cases.create_case takes them.
+    Also how reports from other systems (Open311) enter."""
+    number = await cases.next_case_number(session, now=now, zone=services.zone)
+    return await cases.create_case(session, number=number, now=now, **fields)
+
+
+async def route_report(
+    session: AsyncSession, *, case: Case, grid: GridRef | None, services: Services, now: datetime
+) -> Staff | None:
+    """Route a report whose place is as known as it will get: to its grid's leader (or the nearest one
+    above); without a grid, to the street level (街道) for dispatch by hand. Without a grid, a case
+    already dispatched (an urgent one, sent up at once) stays where it is, and with no grid loaded at
+    all nothing moves (it stays 待派遣 for a dispatcher)."""
+    if grid is not None:
+        return await route_case(session, case=case, grid=grid, services=services, now=now)
+    root = services.grids.root()
+    if root is None or case.status != Status.NEW:
+        return None
+    return await route_case(session, case=case, grid=root, services=services, now=now)
 
 
 def _metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -362,14 +383,13 @@ async def _place_found(
     if root is None:  # no grid loaded at all: keep the case for a dispatcher
         session.add(case)
         return m.PLACE_ATTACHED.format(place=place_of(case), number=case.number)
-    if case.status == Status.NEW:
-        await route_case(session, case=case, grid=root, services=services, now=now)
+    await route_report(session, case=case, grid=None, services=services, now=now)
     session.add(case)
     return m.CASE_TO_DISPATCHER.format(category=case.category, place=place_of(case), number=case.number, grid=root.name)
 
 
 async def _dispatch_reply(session: AsyncSession, case: Case, grid: GridRef, services: Services, now: datetime) -> str:
-    leader = await route_case(session, case=case, grid=grid, services=services, now=now)
+    leader = await route_report(session, case=case, grid=grid, services=services, now=now)
     place = case.place_text or grid.name
     if leader is None:
         return m.CASE_TO_DISPATCHER.format(category=case.category, place=place, number=case.number, grid=grid.name)

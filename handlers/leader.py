@@ -282,7 +282,7 @@ async def actor_name(session: AsyncSession, kind: str, actor_id: int | None) -> 
     if kind == "staff" and actor_id is not None:
         staff = await session.get(Staff, actor_id)
         return staff.name if staff else "工作人员"
-    return {"resident": "居民", "system": "系统"}.get(kind, kind)
+    return {"resident": "居民", "system": "系统", "open311": "Open311"}.get(kind, kind)
 
 
 def _age(now: datetime, since: datetime) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -144,3 +145,47 @@ class GridIndex:
     def root(self) -> GridRef | None:
         roots = [r for r in self.refs.values() if r.depth == 0 and r.level != DEPARTMENT_LEVEL]
         return min(roots, key=lambda r: r.id) if roots else None
+
+
+# --- datums ---------------------------------------------------------------------------------------
+# Maps in China (Tencent, AMap, WeChat's location pins) use GCJ-02, a datum offset from GPS's WGS84 by
+# a few hundred metres; our polygons are GCJ-02. Other systems (Open311) speak WGS84. The published
+# conversion (Krasovsky ellipsoid constants); outside China both datums agree.
+_A = 6378245.0
+_EE = 0.00669342162296594323
+
+
+def _in_china(lat: float, lon: float) -> bool:
+    return 72.004 <= lon <= 137.8347 and 0.8293 <= lat <= 55.8271
+
+
+def _offset(lat: float, lon: float) -> tuple[float, float]:
+    x, y = lon - 105.0, lat - 35.0
+    dlat = -100.0 + 2.0 * x + 3.0 * y + 0.2 * y * y + 0.1 * x * y + 0.2 * math.sqrt(abs(x))
+    dlon = 300.0 + x + 2.0 * y + 0.1 * x * x + 0.1 * x * y + 0.1 * math.sqrt(abs(x))
+    wave = (20.0 * math.sin(6.0 * x * math.pi) + 20.0 * math.sin(2.0 * x * math.pi)) * 2.0 / 3.0
+    dlat += wave + (20.0 * math.sin(y * math.pi) + 40.0 * math.sin(y / 3.0 * math.pi)) * 2.0 / 3.0
+    dlat += (160.0 * math.sin(y / 12.0 * math.pi) + 320.0 * math.sin(y * math.pi / 30.0)) * 2.0 / 3.0
+    dlon += wave + (20.0 * math.sin(x * math.pi) + 40.0 * math.sin(x / 3.0 * math.pi)) * 2.0 / 3.0
+    dlon += (150.0 * math.sin(x / 12.0 * math.pi) + 300.0 * math.sin(x / 30.0 * math.pi)) * 2.0 / 3.0
+    rad = lat / 180.0 * math.pi
+    magic = 1 - _EE * math.sin(rad) ** 2
+    dlat = (dlat * 180.0) / ((_A * (1 - _EE)) / (magic * math.sqrt(magic)) * math.pi)
+    dlon = (dlon * 180.0) / (_A / math.sqrt(magic) * math.cos(rad) * math.pi)
+    return dlat, dlon
+
+
+def wgs84_to_gcj02(lat: float, lon: float) -> tuple[float, float]:
+    if not _in_china(lat, lon):
+        return lat, lon
+    dlat, dlon = _offset(lat, lon)
+    return lat + dlat, lon + dlon
+
+
+def gcj02_to_wgs84(lat: float, lon: float) -> tuple[float, float]:
+    """The inverse, to well under a metre (the offset barely changes over its own size)."""
+    wlat, wlon = lat, lon
+    for _ in range(3):
+        glat, glon = wgs84_to_gcj02(wlat, wlon)
+        wlat, wlon = wlat - (glat - lat), wlon - (glon - lon)
+    return wlat, wlon

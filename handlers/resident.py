@@ -19,7 +19,7 @@ router = Router("resident")
 # What a resident's 查询 shows of the timeline: every step but these, and the notes of these steps only
 # (a 退回 or 返工 reason, a refused 转派 or 延期, is the office's internal business).
 _HIDDEN = frozenset({Action.BLOCK, Action.RECLASSIFY})
-_PUBLIC_NOTES = frozenset(
+PUBLIC_NOTES = frozenset(
     {
         Action.DISPATCH,
         Action.REROUTE,
@@ -81,7 +81,7 @@ async def on_query(msg: Inbound, resident: Resident, session: AsyncSession, serv
         if e.action in _HIDDEN:
             continue
         # Notes meant for residents are shown; staff's internal reasons and residents' own words are not.
-        note = f"：{e.note[:60]}" if e.note and e.action in _PUBLIC_NOTES and e.actor_kind != "resident" else ""
+        note = f"：{e.note[:60]}" if e.note and e.action in PUBLIC_NOTES and e.actor_kind != "resident" else ""
         at = e.at.astimezone(services.zone).strftime("%m-%d %H:%M")
         lines.append(m.RESIDENT_TIMELINE_LINE.format(at=at, action=e.action, note=note))
     return "\n".join(lines)

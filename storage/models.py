@@ -264,6 +264,25 @@ class LoginFailure(SQLModel, table=True):
     __table_args__ = (Index("ix_login_failure_subject_at", "subject", "at"),)
 
 
+class Open311Request(SQLModel, table=True):
+    """Who filed a case through the Open311 API, as they gave it (any of it may be missing). They are
+    not WeChat residents: the case has no resident, so nothing is ever pushed to them; they follow
+    the case through GET requests/{id}. Kept for the office, never returned by the API."""
+
+    __tablename__ = "open311_request"
+    case_id: int = Field(foreign_key="cases.id", primary_key=True)
+    # Which API key filed it: the first 12 hex digits of its SHA-256, never the key.
+    client: str = Field(max_length=12, index=True)
+    account_id: str | None = Field(default=None, max_length=100)
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    email: str | None = Field(default=None, max_length=200)
+    phone: str | None = Field(default=None, max_length=40)
+    device_id: str | None = Field(default=None, max_length=200)
+    address_id: str | None = Field(default=None, max_length=100)
+    media_url: str | None = Field(default=None, max_length=1000)
+
+
 class CaseCounter(SQLModel, table=True):
     """Daily sequence behind case numbers such as G20261122-0007."""
 
@@ -305,6 +324,7 @@ ALL_TABLES = [
     JobRun,
     ConsoleSession,
     LoginFailure,
+    Open311Request,
     CaseCounter,
     AccessToken,
 ]
