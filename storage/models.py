@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from storage.types import UTCDateTime
@@ -74,6 +74,17 @@ class Resident(SQLModel, table=True):
     throttle_notice_at: datetime | None = _utc(default=None)
 
 
+# Columns of `cases` indexed only where set (migration 0006).
+CASE_SPARSE_INDEXES = (
+    "duplicate_of_id",
+    "transfer_to_id",
+    "suspended_until",
+    "extension_approver_id",
+    "verifier_id",
+    "next_ping_at",
+)
+
+
 class Case(SQLModel, table=True):
     """工单: one reported problem."""
 
@@ -90,7 +101,7 @@ class Case(SQLModel, table=True):
     # How sure the classifier was of `category` (1.0 when a person set it).
     confidence: float = 1.0
     # 重复: this report repeats an open case; the resident follows that case instead.
-    duplicate_of_id: int | None = Field(default=None, foreign_key="cases.id", index=True)
+    duplicate_of_id: int | None = Field(default=None, foreign_key="cases.id")
     status: str = Field(max_length=20, index=True)
     resident_id: int | None = Field(default=None, foreign_key="resident.id", index=True)
     assignee_id: int | None = Field(default=None, foreign_key="staff.id", index=True)
@@ -104,14 +115,14 @@ class Case(SQLModel, table=True):
     due_at: datetime | None = _utc(default=None, index=True)
     # 转派 waiting for the receiving grid or department to take it (首接负责: the owner keeps it till then).
     transfer_grid_id: int | None = Field(default=None, foreign_key="grid_node.id")
-    transfer_to_id: int | None = Field(default=None, foreign_key="staff.id", index=True)
+    transfer_to_id: int | None = Field(default=None, foreign_key="staff.id")
     # 挂起: waiting on something outside, until this date.
-    suspended_until: datetime | None = _utc(default=None, index=True)
+    suspended_until: datetime | None = _utc(default=None)
     # 延期 asked for and not yet decided: the new deadline, and who decides.
     requested_due_at: datetime | None = _utc(default=None)
-    extension_approver_id: int | None = Field(default=None, foreign_key="staff.id", index=True)
+    extension_approver_id: int | None = Field(default=None, foreign_key="staff.id")
     # 核查: who confirms a 办结 for categories that need it; 返工 sent back how often.
-    verifier_id: int | None = Field(default=None, foreign_key="staff.id", index=True)
+    verifier_id: int | None = Field(default=None, foreign_key="staff.id")
     rework_count: int = 0
     reopen_count: int = 0
     # The resident's rating: 满意 | 基本满意 | 不满意 (None: not rated).
@@ -122,8 +133,23 @@ class Case(SQLModel, table=True):
     # the case next (None: nothing to chase: closed, 挂起, 待派遣). pinged_until: pings due up to this
     # moment have been sent, so a restart re-sends nothing.
     step_at: datetime | None = _utc(default=None)
-    next_ping_at: datetime | None = _utc(default=None, index=True)
+    next_ping_at: datetime | None = _utc(default=None)
     pinged_until: datetime | None = _utc(default=None)
+
+    # Partial indexes for the columns that are empty on most cases. Every due ping moves
+    # next_ping_at (the claim, then the settle), so those updates are never HOT on PostgreSQL: each
+    # writes an entry into every index whose predicate the row meets, and a full index on a column
+    # that is NULL costs that entry for nothing (benchmarks/followup_tick.py). `col = x` and
+    # `col <= x` imply IS NOT NULL, so both databases still use them for every query we make.
+    __table_args__ = tuple(
+        Index(
+            f"ix_cases_{name}",
+            name,
+            postgresql_where=text(f"{name} IS NOT NULL"),
+            sqlite_where=text(f"{name} IS NOT NULL"),
+        )
+        for name in CASE_SPARSE_INDEXES
+    )
 
 
 class CaseFollower(SQLModel, table=True):
