@@ -246,8 +246,9 @@ async def mark_due(engine: AsyncEngine, ids: list[int], rng: random.Random) -> N
         if engine.dialect.name == "postgresql":
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(text("CHECKPOINT"))
-        else:
-            await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        else:  # outside a transaction, which the engine's BEGIN IMMEDIATE would start
+            raw = (await conn.get_raw_connection()).driver_connection
+            await (await raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")).close()  # type: ignore[union-attr]
 
 
 async def unmark(engine: AsyncEngine, ids: list[int], rng: random.Random) -> None:
