@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, tzinfo
 
-from sqlalchemy import func, update
+from sqlalchemy import Update, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -333,17 +333,22 @@ async def claim_due_pings(session: AsyncSession, *, now: datetime, lease_until: 
     """Lease the cases whose follow-up is due (oldest due first) in one statement: their next_ping_at
     moves to `lease_until`, so no other engine takes them, and a crashed one's come back after it.
     Served by the index on next_ping_at: the cost grows with the number due, not the number open."""
+    stmt = due_pings_claim(session.get_bind().dialect.name, now=now, lease_until=lease_until, limit=limit)
+    return [int(i) for i in (await session.exec(stmt)).scalars().all()]  # type: ignore[call-overload]
+
+
+def due_pings_claim(dialect: str, *, now: datetime, lease_until: datetime, limit: int) -> Update:
+    """The statement behind claim_due_pings (apart so benchmarks/followup_tick.py can EXPLAIN it)."""
     due = select(Case.id).where(col(Case.next_ping_at) <= now).order_by(col(Case.next_ping_at)).limit(limit)
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect == "postgresql":
         due = due.with_for_update(skip_locked=True)
-    stmt = (
+    return (
         update(Case)
         .where(col(Case.id).in_(due.scalar_subquery()))
         .values(next_ping_at=lease_until)
         .returning(col(Case.id))
         .execution_options(synchronize_session=False)
     )
-    return [int(i) for i in (await session.exec(stmt)).scalars().all()]  # type: ignore[call-overload]
 
 
 async def settle_pings(
