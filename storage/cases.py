@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, tzinfo
 
 from sqlalchemy import Update, func, update
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage import outbox
+from storage.db import insert_once
 from storage.lifecycle import FINAL_STATUSES, OPEN_STATUSES, Action, Role, Status, next_status
 from storage.models import Case, CaseCounter, CaseEvent, CaseFollower, CaseRef, LabelledExample, Resident, Staff
 
@@ -17,11 +17,7 @@ from storage.models import Case, CaseCounter, CaseEvent, CaseFollower, CaseRef, 
 async def next_case_number(session: AsyncSession, *, now: datetime, zone: tzinfo) -> str:
     """G + the office's local date + a daily sequence, e.g. G20261122-0007. Safe across processes."""
     day = now.astimezone(zone).strftime("%Y%m%d")
-    try:
-        async with session.begin_nested():
-            session.add(CaseCounter(day=day, last=0))
-    except IntegrityError:
-        pass  # the day's counter exists already
+    await insert_once(session, CaseCounter(day=day, last=0))  # unless the day's counter exists already
     stmt = (
         update(CaseCounter)
         .where(col(CaseCounter.day) == day)

@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -89,3 +90,14 @@ def upgrade_sync(url: str, revision: str = "head") -> None:
 async def upgrade(url: str, revision: str = "head") -> None:
     """Run the migrations from async code, in a thread with its own loop."""
     await asyncio.to_thread(upgrade_sync, url, revision)
+
+
+async def insert_once(session: AsyncSession, row: Any) -> bool:
+    """Insert `row` unless its unique key is taken (by another process too): True for the one caller
+    that inserted it. A savepoint keeps the caller's transaction usable after the refusal."""
+    try:
+        async with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return False
+    return True

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import insert_once
 from storage.models import JobRun
 
 
 async def claim_run(session: AsyncSession, *, name: str, key: str, now: datetime) -> bool:
     """True for the one caller that records (name, key) first; False for everyone after."""
-    try:
-        async with session.begin_nested():
-            session.add(JobRun(name=name, key=key, at=now))
-    except IntegrityError:
-        return False
-    return True
+    return await insert_once(session, JobRun(name=name, key=key, at=now))
 
 
 async def has_run(session: AsyncSession, *, name: str, key: str) -> bool:

@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, or_, update
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import insert_once
 from storage.models import AccessToken
 
 
@@ -42,12 +42,7 @@ async def take_lease(
     if await read(session, key=key) is not None:
         return False
     # The first refresher of this key creates its row; of two at once, the unique key refuses one.
-    try:
-        async with session.begin_nested():
-            session.add(AccessToken(key=key, refreshing_until=until, refresher=owner))
-    except IntegrityError:
-        return False
-    return True
+    return await insert_once(session, AccessToken(key=key, refreshing_until=until, refresher=owner))
 
 
 async def store(
