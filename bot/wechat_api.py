@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -130,35 +131,15 @@ class WeChatAPI:
 
     async def fetch_media(self, media_id: str) -> tuple[Result, bytes, str]:
         """临时素材: /cgi-bin/media/get. Returns the verdict, the bytes and the content type."""
-        stale: str | None = None
-        for _ in range(2):
-            token = ""
-            try:
-                token = await self.access_token(stale=stale)
-                params = {"access_token": token, "media_id": media_id}
-                async with self.http.get(self.base + "/cgi-bin/media/get", params=params, timeout=self.timeout) as resp:
-                    resp.raise_for_status()
-                    kind = resp.content_type
-                    body = await resp.read()
-            except TokenError as exc:
-                return Result(Verdict.RETRY, f"token: {exc}"), b"", ""
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                return call_failed(exc, self._error(exc, token)), b"", ""
-            if kind not in ("application/json", "text/plain"):
-                return Result(Verdict.SENT), body, kind
-            try:
-                data = json.loads(body)
-            except ValueError:
-                return Result(Verdict.SENT), body, kind
-            result = classify(int(data.get("errcode", -1)), str(data.get("errmsg", "")))
-            if result.verdict is not Verdict.REFRESH_TOKEN:
-                return (
-                    (result if result.verdict is not Verdict.SENT else Result(Verdict.PARK, "empty")),
-                    b"",
-                    "",
-                )
-            stale = token
-        return Result(Verdict.RETRY, result.detail), b"", ""
+        return await fetch_media(
+            self.http,
+            self.base + "/cgi-bin/media/get",
+            media_id,
+            token=lambda stale: self.access_token(stale=stale),
+            classify=classify,
+            describe=self._error,
+            client_timeout=self.timeout,
+        )
 
     def _error(self, exc: BaseException, token: str = "") -> str:
         return redact(f"{type(exc).__name__}: {exc}", self.secret, token)[:200]
@@ -175,3 +156,43 @@ class WeChatAPI:
         async with self.http.post(self.base + path, params=params, json=body, timeout=self.timeout) as resp:
             resp.raise_for_status()
             return dict(await resp.json(content_type=None))
+
+
+async def fetch_media(
+    http: aiohttp.ClientSession,
+    url: str,
+    media_id: str,
+    *,
+    token: Callable[[str | None], Awaitable[str]],
+    classify: Callable[[int, str], Result],
+    describe: Callable[[BaseException, str], str],
+    client_timeout: aiohttp.ClientTimeout,
+) -> tuple[Result, bytes, str]:
+    """media/get, the same for WeChat and WeCom: the file, or the API's JSON error by its meaning; a
+    stale token is refreshed once. `describe` makes an exception's text safe to store."""
+    result = Result(Verdict.RETRY)
+    stale: str | None = None
+    for _ in range(2):
+        used = ""
+        try:
+            used = await token(stale)
+            params = {"access_token": used, "media_id": media_id}
+            async with http.get(url, params=params, timeout=client_timeout) as resp:
+                resp.raise_for_status()
+                kind = resp.content_type
+                body = await resp.read()
+        except TokenError as exc:
+            return Result(Verdict.RETRY, f"token: {exc}"), b"", ""
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return call_failed(exc, describe(exc, used)), b"", ""
+        if kind not in ("application/json", "text/plain"):
+            return Result(Verdict.SENT), body, kind
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return Result(Verdict.SENT), body, kind
+        result = classify(int(data.get("errcode", -1)), str(data.get("errmsg", "")))
+        if result.verdict is not Verdict.REFRESH_TOKEN:
+            return (result if result.verdict is not Verdict.SENT else Result(Verdict.PARK, "empty")), b"", ""
+        stale = used
+    return Result(Verdict.RETRY, result.detail), b"", ""

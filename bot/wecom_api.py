@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from bot.tokens import SharedTokens, TokenError
-from bot.wechat_api import Result, Verdict, call_failed, redact
+from bot.wechat_api import Result, Verdict, call_failed, fetch_media, redact
 from handlers.pushes import ROBOT_MARKDOWN_BYTES, ROBOT_TEXT_BYTES, split_utf8
 
 log = logging.getLogger("gridbot.wecom_api")
@@ -137,32 +137,15 @@ class WeComAPI:
 
     async def fetch_media(self, media_id: str) -> tuple[Result, bytes, str]:
         """临时素材: /cgi-bin/media/get with the app's token. The verdict, the bytes, the content type."""
-        result = Result(Verdict.RETRY)
-        stale: str | None = None
-        for _ in range(2):
-            token = ""
-            try:
-                token = await self.access_token(stale=stale)
-                params = {"access_token": token, "media_id": media_id}
-                async with self.http.get(self.base + "/cgi-bin/media/get", params=params, timeout=self.timeout) as resp:
-                    resp.raise_for_status()
-                    kind = resp.content_type
-                    body = await resp.read()
-            except TokenError as exc:
-                return Result(Verdict.RETRY, f"token: {exc}"), b"", ""
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                return call_failed(exc, self._safe(f"{type(exc).__name__}: {exc}", token)), b"", ""
-            if kind not in ("application/json", "text/plain"):
-                return Result(Verdict.SENT), body, kind
-            try:
-                data = json.loads(body)
-            except ValueError:
-                return Result(Verdict.SENT), body, kind
-            result = classify(int(data.get("errcode", -1)), str(data.get("errmsg", "")))
-            if result.verdict is not Verdict.REFRESH_TOKEN:
-                return (result if result.verdict is not Verdict.SENT else Result(Verdict.PARK, "empty")), b"", ""
-            stale = token
-        return Result(Verdict.RETRY, result.detail), b"", ""
+        return await fetch_media(
+            self.http,
+            self.base + "/cgi-bin/media/get",
+            media_id,
+            token=lambda stale: self.access_token(stale=stale),
+            classify=classify,
+            describe=lambda exc, token: self._safe(f"{type(exc).__name__}: {exc}", token),
+            client_timeout=self.timeout,
+        )
 
     def _safe(self, text: str, token: str = "") -> str:
         return redact(text, token, self.secret)[:200]
