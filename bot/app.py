@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import aiohttp
@@ -145,7 +145,13 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
         )
         senders: dict[str, Sender] = {"wechat_cs": api.send_custom, MEDIA_FETCH: MediaFetcher(api, settings.media_dir)}
         senders.update(_wecom_senders(http, settings, tokens))
-        app[WORKER] = OutboxWorker(app[FACTORY], senders, app[CLOCK], policies=customer_service(api, app))
+        app[WORKER] = OutboxWorker(
+            app[FACTORY],
+            senders,
+            app[CLOCK],
+            policies=customer_service(api, app),
+            lease=timedelta(seconds=settings.outbox_lease_seconds),
+        )
         app[RECEIVER] = Receiver(
             app[FACTORY],
             app[SERVICES],
@@ -213,7 +219,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     scheduler.add_job(
         receiver.recover,
         "interval",
-        seconds=30,
+        kwargs={"older_than_seconds": app[SETTINGS].recover_after_seconds},
+        seconds=app[SETTINGS].recover_every_seconds,
         id="recover",
         max_instances=1,
         coalesce=True,

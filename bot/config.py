@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     # How long a resident's location pin or an unanswered "where?" question stays attached.
     place_window_minutes: int = 30
     outbound_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    # Messages stored and acknowledged but never processed (the process died in between) are picked
+    # up this often, once they are this old (younger ones may still be in another process's hands).
+    recover_every_seconds: Annotated[float, Field(gt=0)] = 30.0
+    recover_after_seconds: Annotated[float, Field(ge=0)] = 10.0
+    # A batch of pushes is leased for this long; a process that died holding it is replaced after it.
+    # At least 8 outbound timeouts: one delivery may make 4 calls (token, send, refresh, fallback)
+    # and a worker starts none past half its lease.
+    outbox_lease_seconds: Annotated[float, Field(gt=0)] = 60.0
     # Where photos and voice notes are saved (fetched through the WeChat media API; WeChat keeps
     # them only 3 days). Empty: keep the media id only.
     media_dir: Path | None = None
@@ -188,6 +196,12 @@ class Settings(BaseSettings):
             raise ValueError(f"file not found: {value}")
         return value
 
+    @model_validator(mode="after")
+    def _lease_outlasts_a_delivery(self) -> Settings:
+        if self.outbox_lease_seconds < 8 * self.outbound_timeout_seconds:
+            raise ValueError("GRIDBOT_OUTBOX_LEASE_SECONDS must be at least 8 × GRIDBOT_OUTBOUND_TIMEOUT_SECONDS")
+        return self
+
     def check_real_account(self) -> None:
         """Against the real WeChat/WeCom APIs the demo credentials can only fail: say so at start."""
         demo: list[tuple[str, object]] = []
@@ -235,5 +249,7 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = "GRIDBOT_" + str(err["loc"][0]).upper() if err["loc"] else "GRIDBOT_*"
+        if not err["loc"]:  # a rule between settings: its message names them
+            raise ConfigError(str(err["msg"]).removeprefix("Value error, ")) from None
+        name = "GRIDBOT_" + str(err["loc"][0]).upper()
         raise ConfigError(f"{name}: {err['msg']}") from None

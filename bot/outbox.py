@@ -129,8 +129,10 @@ class OutboxWorker:
         rng: random.Random | None = None,
         policies: Mapping[str, DeliveryPolicy] | None = None,
         rate_limits: Mapping[str, Sequence[RateLimit]] | None = None,
+        lease: timedelta = LEASE,
     ) -> None:
         self.factory = factory
+        self.lease = lease
         self.senders = dict(senders)
         self.policies = dict(policies or {})
         self.rate_limits = dict(DEFAULT_RATE_LIMITS if rate_limits is None else rate_limits)
@@ -145,11 +147,23 @@ class OutboxWorker:
 
     async def run_once(self) -> int:
         """Deliver what is due now; returns how many messages were attempted."""
+        claimed_at = self.clock.now()
         async with transaction(self.factory) as session:
-            due = await outbox.claim_due(session, now=self.clock.now(), lease=LEASE)
+            due = await outbox.claim_due(session, now=claimed_at, lease=self.lease)
+        # The batch shares one lease. Past its half no new delivery starts (one delivery, a few calls
+        # bounded by the outbound timeout, fits in the other half: Settings checks it): a row whose
+        # lease ran out while it waited behind slow sends could be taken, and sent, by another process.
+        last_start = claimed_at + self.lease / 2
         blocked: set[str] = set()
-        for row in due:
+        for index, row in enumerate(due):
             assert row.id is not None
+            if self.clock.now() > last_start:
+                async with transaction(self.factory) as session:
+                    for rest in due[index:]:
+                        assert rest.id is not None
+                        await outbox.release(session, row_id=rest.id)
+                log.warning("outbox batch outran half its lease", extra={"released": len(due) - index})
+                return index
             if row.recipient in blocked:
                 # An earlier message to this person just failed: keep their order, release the lease.
                 async with transaction(self.factory) as session:

@@ -38,6 +38,7 @@ def _run(args: list[str], env: dict[str, str], **kw: object) -> subprocess.Compl
         ("GRIDBOT_DATABASE_URL", "mysql://root@localhost/x"),
         ("GRIDBOT_GRID_FILE", "/nonexistent/grid.yaml"),
         ("GRIDBOT_WECHAT_API_BASE", "api.weixin.qq.com"),
+        ("GRIDBOT_OUTBOX_LEASE_SECONDS", "10"),  # shorter than a delivery may take (8 × the 5 s timeout)
     ],
 )
 def test_bad_configuration_fails_with_one_line_naming_the_variable(var: str, value: str, tmp_path: Path) -> None:

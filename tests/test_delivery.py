@@ -294,3 +294,42 @@ def test_template_values_fit_the_lengths_wechat_allows() -> None:
         [OutboxMessage(id=2, recipient=RESIDENT, payload=text_push("好"))], {}, fields, datetime(2026, 11, 22)
     )
     assert unknown["character_string1"] == "-" and unknown["phrase2"] == "通知" and unknown["thing3"] == "好"
+
+
+async def test_a_slow_api_never_lets_a_second_worker_send_a_push_twice(
+    database_url: str, factory: SessionFactory, clock: FakeClock
+) -> None:
+    """Each call takes 10 s (an API answering at its timeout): a batch leased for 60 s outlasts its
+    lease; the other process, polling meanwhile, must not take over a row the first still sends."""
+
+    class Slow(Recorder):
+        async def __call__(self, recipient: str, payload: dict[str, Any]) -> Result:
+            self.clock.advance(seconds=10)
+            return await super().__call__(recipient, payload)
+
+    other_engine = create_engine(database_url)  # a second process: its own connections
+    try:
+        sender = Slow(clock)
+        first, second = (
+            OutboxWorker(f, {"wecom_app": sender}, clock, lease=timedelta(seconds=60))
+            for f in (factory, session_factory(other_engine))
+        )
+        for n in range(20):
+            await enqueue(factory, clock, "wecom_app", f"member{n:02d}", 1)
+        done = asyncio.Event()
+
+        async def first_drains() -> None:
+            await first.drain()
+            done.set()
+
+        async def second_polls() -> None:
+            while not done.is_set():
+                await second.run_once()
+                await asyncio.sleep(0)
+
+        await asyncio.gather(first_drains(), second_polls())
+        await second.drain()
+    finally:
+        await other_engine.dispose()
+    recipients = [r for _, r, _ in sender.sent]
+    assert sorted(recipients) == [f"member{n:02d}" for n in range(20)]  # every one, each once
