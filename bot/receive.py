@@ -28,7 +28,7 @@ from handlers.pipeline import handle
 from handlers.pushes import REPLY_CHANNEL, text_push
 from handlers.types import Inbound
 from storage import inbound, outbox
-from storage.db import SessionFactory, transaction
+from storage.db import SessionFactory, transaction, unavailable
 
 log = logging.getLogger("gridbot.receive")
 
@@ -161,14 +161,25 @@ class Receiver:
             self.on_outbox()
             if handoff is not None and not handoff.done.done():
                 handoff.done.set_result(reply)
-        except Exception:
-            # A message that breaks a handler is kept, marked failed, for a person to look at; the
-            # resident gets an apology instead of WeChat's "service unavailable".
-            log.exception("processing failed", extra={"inbound_id": row_id})
-            async with transaction(self.factory) as session:
-                await inbound.mark_failed(session, row_id=row_id, now=self.clock.now())
-            if handoff is not None and not handoff.done.done():
-                handoff.done.set_result(PROCESSING_FAILED)
+        except Exception as exc:
+            # The resident gets an apology instead of WeChat's "service unavailable"; the message
+            # is kept either way. Lost the database: it stays "received" and recover() handles it
+            # when the database is back. A message that breaks a handler is marked failed, for a
+            # person to look at.
+            try:
+                if unavailable(exc):
+                    log.warning("storage unavailable while processing", extra={"inbound_id": row_id})
+                else:
+                    log.exception("processing failed", extra={"inbound_id": row_id})
+                    async with transaction(self.factory) as session:
+                        await inbound.mark_failed(session, row_id=row_id, now=self.clock.now())
+            except Exception:
+                log.exception(
+                    "cannot mark the message failed; it will be processed again", extra={"inbound_id": row_id}
+                )
+            finally:
+                if handoff is not None and not handoff.done.done():
+                    handoff.done.set_result(PROCESSING_FAILED)
 
     async def recover(self, *, older_than_seconds: float = 10.0) -> int:
         """Process messages that were stored and acknowledged but never processed (a crash)."""

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -26,6 +26,10 @@ def create_engine(url: str, **kw: Any) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE transactions."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        # Pre-ping: a pooled connection that died with a server restart is replaced, not handed out.
+        # A short connect timeout: with the server unreachable a webhook answers 503 while WeChat
+        # still waits (5 s), rather than after asyncpg's default minute.
+        kw.setdefault("connect_args", {"timeout": 3})
         return create_async_engine(url, pool_pre_ping=True, **kw)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +54,14 @@ def create_engine(url: str, **kw: Any) -> AsyncEngine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def unavailable(exc: BaseException) -> bool:
+    """The database could not be reached or dropped the connection (a restart, a network cut, SQLite
+    busy past its timeout): worth trying again later, unlike an error in the statement or the data."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
 
 
 def session_factory(engine: AsyncEngine) -> SessionFactory:
