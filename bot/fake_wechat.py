@@ -9,6 +9,7 @@ or the toggles `outside_window` (custom/send answers 45015), `over_quota` (45047
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ class Failure:
     count: int
     status: int = 200  # HTTP status to answer with
     errcode: int = -1  # WeChat errcode, when status is 200
+    hang: float = 0.0  # seconds to wait before answering: longer than the caller's timeout is a timeout
 
 
 @dataclass(kw_only=True)
@@ -49,18 +51,20 @@ class FakeAPI:
         self.failures[0].count -= 1
         return self.failures[0]
 
-    def _failure_response(self) -> web.Response | None:
+    async def _failure_response(self) -> web.Response | None:
         """The next queued failure, as an HTTP error or an errcode; None: answer normally."""
-        return self._as_response(self._next_failure())
+        return await self._as_response(self._next_failure())
 
-    def _outage_response(self) -> web.Response | None:
+    async def _outage_response(self) -> web.Response | None:
         """During an outage, token fetches fail too (queued failures are for the calls themselves)."""
-        return self._as_response(self.outage)
+        return await self._as_response(self.outage)
 
     @staticmethod
-    def _as_response(failure: Failure | None) -> web.Response | None:
+    async def _as_response(failure: Failure | None) -> web.Response | None:
         if failure is None:
             return None
+        if failure.hang:
+            await asyncio.sleep(failure.hang)  # the caller has given up by now: nothing was sent
         if failure.status != 200:
             return web.Response(status=failure.status, text="upstream error")
         return web.json_response({"errcode": failure.errcode, "errmsg": "fake failure"})
@@ -71,6 +75,8 @@ class FakeAPI:
             return web.json_response({"errcode": stale_token, "errmsg": "invalid credential, access_token"})
         failure = self._next_failure()
         if failure is not None:
+            if failure.hang:
+                await asyncio.sleep(failure.hang)
             return web.Response(status=failure.status if failure.status != 200 else 500, text="upstream error")
         media_id = request.query.get("media_id", "")
         if not media_id or media_id.startswith("missing"):
@@ -136,7 +142,7 @@ class FakeWeChat(FakeAPI):
         return app
 
     async def _token(self, request: web.Request) -> web.Response:
-        if (down := self._outage_response()) is not None:
+        if (down := await self._outage_response()) is not None:
             return down
         q = request.query
         if q.get("grant_type") != "client_credential" or q.get("appid") != self.appid:
@@ -151,7 +157,7 @@ class FakeWeChat(FakeAPI):
     async def _custom_send(self, request: web.Request) -> web.Response:
         if request.query.get("access_token") not in self._tokens:
             return web.json_response({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"})
-        failed = self._failure_response()
+        failed = await self._failure_response()
         if failed is not None:
             return failed
         if self.outside_window:
@@ -176,7 +182,7 @@ class FakeWeChat(FakeAPI):
         """Template and subscription messages: {touser, template_id, data: {key: {value}}}."""
         if request.query.get("access_token") not in self._tokens:
             return web.json_response({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid"})
-        failed = self._failure_response()
+        failed = await self._failure_response()
         if failed is not None:
             return failed
         body = await request.json()

@@ -56,7 +56,7 @@ class FakeWeCom(FakeAPI):
         return app
 
     async def _gettoken(self, request: web.Request) -> web.Response:
-        if (down := self._outage_response()) is not None:
+        if (down := await self._outage_response()) is not None:
             return down
         q = request.query
         if q.get("corpid") != self.corp_id:
@@ -68,16 +68,16 @@ class FakeWeCom(FakeAPI):
         self._tokens.add(token)
         return web.json_response({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": 7200})
 
-    def _refusal(self) -> web.Response | None:
+    async def _refusal(self) -> web.Response | None:
         """The configured failure or rate limit for this call, if any."""
         if self.rate_limited:
             return web.json_response({"errcode": 45009, "errmsg": "api freq out of limit"})
-        return self._failure_response()
+        return await self._failure_response()
 
     async def _message_send(self, request: web.Request) -> web.Response:
         if request.query.get("access_token") not in self._tokens:
             return web.json_response({"errcode": 42001, "errmsg": "access_token expired"})
-        refusal = self._refusal()
+        refusal = await self._refusal()
         if refusal is not None:
             return refusal
         body = await request.json()
@@ -103,7 +103,7 @@ class FakeWeCom(FakeAPI):
         key = request.query.get("key", "")
         if not key or key.startswith("invalid"):
             return web.json_response({"errcode": 93000, "errmsg": "invalid webhook url"})
-        refusal = self._refusal()
+        refusal = await self._refusal()
         if refusal is not None:
             return refusal
         body = await request.json()

@@ -1,4 +1,5 @@
-"""The WeChat API down for an hour, then back: every push is delivered exactly once, and each person
+"""The WeChat API down for an hour (502s, "system busy", timeouts, the frequency limit, the token
+lost), then back: every push is delivered exactly once, and each person
 gets a case's pushes in the order they were written — while cases keep moving and the follow-up engine
 keeps chasing them. Fake clock: the hour passes in 30-second scheduler steps, in well under a second
 of real time per simulated minute."""
@@ -9,7 +10,10 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from bot.app import FOLLOW_UP
+from bot.config import Settings
 from bot.fake_wechat import Failure
 from handlers.pushes import WECHAT_CS
 from tests.conftest import LEADER_CH01, LEADER_HP01, RESIDENT, RESIDENT_2, WeChat
@@ -20,6 +24,12 @@ LAMP = "幸福里小区3号楼东侧路灯坏了"
 GAS = "幸福里小区5号楼燃气泄漏，味道很大"
 CLUTTER = "春晖园8号楼楼道堆满杂物，影响通行"
 STEP = timedelta(seconds=30)  # the follow-up job's interval; the outbox worker runs as often
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Calls time out after 0.2 s here (5 s in production): the outage's timeouts in real time."""
+    return settings.model_copy(update={"outbound_timeout_seconds": 0.2})
 
 
 def at(text: str) -> datetime:
@@ -57,7 +67,10 @@ async def test_an_hour_long_outage_loses_nothing_sends_nothing_twice_and_keeps_e
     await wechat.text(LEADER_CH01, f"接单 {clutter.number}")
     await wechat.text(LEADER_CH01, f"办结 {clutter.number} 已清理楼道")
     fake.outage = Failure(1, errcode=-1)  # "system busy"
+    await run_until(wechat, at("2026-11-22 10:30"))
+    fake.outage = Failure(1, status=504, hang=1.0)  # no answer at all: every call times out
     await run_until(wechat, at("2026-11-22 10:40"))
+    assert any("TimeoutError" in (r.last_error or "") for r in await wechat.outbox())
     fake.outage = Failure(1, errcode=45009)  # the API's frequency limit
     await run_until(wechat, at("2026-11-22 11:00"))
     assert len(fake.sent) == before  # nothing got through in the hour
