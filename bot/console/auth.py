@@ -49,6 +49,7 @@ LINK_PREFIX = "/console/link/"
 def is_public(path: str) -> bool:
     return path in PUBLIC or path.startswith(LINK_PREFIX)
 
+
 # Pages load nothing from elsewhere and run no script: an injected tag could do little.
 CSP = (
     "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
