@@ -313,3 +313,5 @@ OPEN311_ERR_NO_RESOURCE = "没有这个资源：{path}（格式请用 .xml 或 .
 OPEN311_ERR_BAD_BODY = "请求内容无法解析：须为 UTF-8 编码的表单（application/x-www-form-urlencoded），且不能过大。"
 OPEN311_ERR_STORAGE = "暂时无法处理，请稍后再试。"
 OPEN311_ERR_READ_KEY = "查询服务请求需要有效的 api_key。"
+OPEN311_ERR_KEY_REUSED = "Idempotency-Key 已用于另一个不同的请求。"
+OPEN311_ERR_IDEMPOTENCY_KEY = "Idempotency-Key 须为 1–{limit} 个字符的字符串。"
