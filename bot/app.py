@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.delivery import CustomerService, Fallback
-from bot.open311 import Open311API
+from bot.open311 import Discovery, Open311API
 from bot.open311 import add_routes as add_open311_routes
 from bot.outbox import MEDIA_FETCH, WECOM_MEDIA_FETCH, DeliveryPolicy, MediaFetcher, OutboxWorker, Sender
 from bot.receive import Receiver
@@ -167,6 +167,12 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
             api_keys=settings.open311_keys,
             public_reads=settings.open311_public_reads,
             on_commit=app[WORKER].kick,
+            discovery=Discovery(
+                contact=settings.open311_contact,
+                key_service=settings.open311_key_service,
+                url=settings.open311_url,
+                production=not settings.open311_test_endpoint,
+            ),
         )
         yield
         await app[RECEIVER].wait_idle()

@@ -135,6 +135,12 @@ class Settings(BaseSettings):
     # Whether GET requests (residents' descriptions, phone numbers masked) needs no api_key, as the
     # spec has it; False: only holders of a key may read them.
     open311_public_reads: bool = True
+    # What /open311/discovery.{xml,json} tells clients: who to contact, where to ask for an api_key,
+    # the v2 endpoint's public URL (empty: derived from the request) and whether it is a test one.
+    open311_contact: str = ""
+    open311_key_service: str = ""
+    open311_url: str = ""
+    open311_test_endpoint: bool = False
 
     @field_validator("database_url")
     @classmethod

@@ -10,6 +10,13 @@ The spec: http://wiki.open311.org/GeoReport_v2 (XML is required, JSON optional; 
     POST /open311/v2/requests.{xml,json}              file a case (api_key, service_code, and lat+long,
                                                       address_string or address_id)
     GET  /open311/v2/requests/{id}.{xml,json}         one case, by its number (G20261122-0001)
+    GET  /open311/discovery.{xml,json}                the spec's service discovery: contact, where
+                                                      to ask for a key, and the v2 endpoint
+
+A POST may carry an Idempotency-Key header (the IETF httpapi draft; GeoReport v2 has none): a retry
+with the same key gets the same service_request_id, and the key reused for a different request is
+a 422. Without the header, the same request from the same api_key within 10 minutes is taken as a
+retry too (handlers/open311.py says what "the same" is).
 
 Errors come in the spec's shape (<errors><error><code/><description/></error></errors>, or a JSON
 list of {code, description}) with HTTP 400 for a request we cannot fulfil, 403 for a missing or
@@ -27,14 +34,14 @@ import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiMapping
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bot.clock import Clock
 from handlers import messages as m
@@ -45,7 +52,13 @@ from storage.db import SessionFactory, transaction
 log = logging.getLogger("gridbot.open311")
 
 PREFIX = "/open311/v2"
+DISCOVERY = "/open311/discovery.{format}"
 FORMATS = ("xml", "json")
+CONTENT_TYPES = ("text/xml", "application/json")
+SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
+# When the endpoints below last changed, as discovery reports it (bump it with them).
+CHANGESET = "2026-11-25T00:00:00Z"
+IDEMPOTENCY_KEY_LIMIT = 255
 # Longest accepted value of each POST field (what the tables hold; description: the spec's 4000).
 LIMITS = {
     "description": o.DESCRIPTION_LIMIT,
@@ -63,6 +76,17 @@ MAX_IDS = o.MAX_RESULTS
 # Characters XML 1.0 cannot carry at all (a stray control character in a pasted message).
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _dumps = partial(json.dumps, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What /open311/discovery says besides the endpoint: who to contact, where keys come from, the
+    endpoint's public URL (empty: this request's own origin) and whether it is production or test."""
+
+    contact: str = ""
+    key_service: str = ""
+    url: str = ""
+    production: bool = True
 
 
 class Open311Error(Exception):
@@ -85,7 +109,9 @@ class Open311API:
         api_keys: Iterable[str],
         public_reads: bool,
         on_commit: Callable[[], None],
+        discovery: Discovery | None = None,
     ) -> None:
+        self.discovery = discovery or Discovery()
         self.factory = factory
         self.services = services
         self.clock = clock
@@ -140,21 +166,65 @@ class Open311API:
             raise Open311Error(400, m.OPEN311_ERR_BAD_BODY) from None
         key = _text(form, "api_key") or _text(request.query, "api_key")
         client = self._client(key)
-        new = _parse_post(form, self.services, client)
-        try:
-            async with transaction(self.factory) as session:
-                created = await o.submit(session, request=new, services=self.services, now=self.clock.now())
-        except (SQLAlchemyError, OSError):
-            log.exception("cannot store open311 request")
-            raise Open311Error(503, m.OPEN311_ERR_STORAGE) from None
-        self.on_commit()
-        log.info("open311 request filed", extra={"case": created.number, "client": client})
+        new = _parse_post(form, self.services, client, _idempotency_key(request))
+        created = await self._submit(new)
+        if created.repeated:
+            log.info("open311 request repeated", extra={"case": created.number, "client": client})
+        else:
+            self.on_commit()
+            log.info("open311 request filed", extra={"case": created.number, "client": client})
         row = {
             "service_request_id": created.number,
             "service_notice": created.service_notice,
             "account_id": created.account_id,
         }
         return _render(fmt, "service_requests", "request", [row])
+
+    async def _submit(self, new: o.NewRequest) -> o.Created:
+        """File it; two POSTs with one Idempotency-Key racing: the loser's insert breaks the unique
+        key, and its second attempt finds the winner's case."""
+        for attempt in (1, 2):
+            try:
+                async with transaction(self.factory) as session:
+                    return await o.submit(session, request=new, services=self.services, now=self.clock.now())
+            except o.KeyReused:
+                raise Open311Error(422, m.OPEN311_ERR_KEY_REUSED) from None
+            except IntegrityError:
+                if attempt == 2 or new.idempotency_key is None:
+                    log.exception("cannot store open311 request")
+                    raise Open311Error(503, m.OPEN311_ERR_STORAGE) from None
+            except (SQLAlchemyError, OSError):
+                log.exception("cannot store open311 request")
+                raise Open311Error(503, m.OPEN311_ERR_STORAGE) from None
+        raise AssertionError("unreachable")
+
+    async def discover(self, request: web.Request) -> web.Response:
+        """The spec's discovery document: one endpoint, GeoReport v2, both formats."""
+        fmt = _format(request)
+        d = self.discovery
+        url = d.url or f"{request.scheme}://{request.host}{PREFIX}"
+        kind = "production" if d.production else "test"
+        if fmt == "json":
+            endpoint = {
+                "specification": SPECIFICATION,
+                "url": url,
+                "changeset": CHANGESET,
+                "type": kind,
+                "formats": list(CONTENT_TYPES),
+            }
+            return _json(
+                {"changeset": CHANGESET, "contact": d.contact, "key_service": d.key_service, "endpoints": [endpoint]}
+            )
+        root = ET.Element("discovery")
+        for name, value in (("changeset", CHANGESET), ("contact", d.contact), ("key_service", d.key_service)):
+            ET.SubElement(root, name).text = value
+        element = ET.SubElement(ET.SubElement(root, "endpoints"), "endpoint")
+        for name, value in (("specification", SPECIFICATION), ("url", url), ("changeset", CHANGESET), ("type", kind)):
+            ET.SubElement(element, name).text = value
+        formats = ET.SubElement(element, "formats")
+        for content_type in CONTENT_TYPES:
+            ET.SubElement(formats, "format").text = content_type
+        return _xml(root)
 
     def _client(self, key: str | None) -> str:
         """The API key's fingerprint, or 403: POST is off without configured keys."""
@@ -191,6 +261,7 @@ def add_routes(router: web.UrlDispatcher, api: Callable[[web.Request], Open311AP
     router.add_post(PREFIX + "/requests.{format}", endpoint(lambda a: a.create_request))
     router.add_get(PREFIX + "/requests/{id}.{format}", endpoint(lambda a: a.one_request))
     router.add_route("*", PREFIX + "/{tail:.*}", _not_found)
+    router.add_get(DISCOVERY, endpoint(lambda a: a.discover))
 
 
 async def _not_found(request: web.Request) -> web.Response:
@@ -255,7 +326,22 @@ def _parse_query(query: MultiMapping[str]) -> o.Query:
     )
 
 
-def _parse_post(form: MultiMapping[Any], services: Services, client: str) -> o.NewRequest:
+def _idempotency_key(request: web.Request) -> str | None:
+    """The Idempotency-Key header: a structured-field string ("…"), a bare token accepted too."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    value = raw.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if not value or len(value) > IDEMPOTENCY_KEY_LIMIT or _NOT_XML.search(value):
+        raise Open311Error(400, m.OPEN311_ERR_IDEMPOTENCY_KEY.format(limit=IDEMPOTENCY_KEY_LIMIT))
+    return value
+
+
+def _parse_post(
+    form: MultiMapping[Any], services: Services, client: str, idempotency_key: str | None = None
+) -> o.NewRequest:
     fields = {name: _text(form, name) for name in (*LIMITS, "service_code", "lat", "long")}
     for name, limit in LIMITS.items():
         if (value := fields[name]) is not None and len(value) > limit:
@@ -286,6 +372,7 @@ def _parse_post(form: MultiMapping[Any], services: Services, client: str) -> o.N
         address_string=fields["address_string"],
         address_id=fields["address_id"],
         media_url=fields["media_url"],
+        idempotency_key=idempotency_key,
     )
 
 

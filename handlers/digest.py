@@ -74,7 +74,8 @@ async def daily_digests(session: AsyncSession, *, services: Services, now: datet
     """To every staff member with something waiting: their open cases, overdue first; dispatchers also
     hear of cases waiting to be dispatched and of pushes that could not be delivered."""
     written = 0
-    for staff in (await session.exec(select(Staff).order_by(col(Staff.id)))).all():
+    active = select(Staff).where(col(Staff.active).is_(True)).order_by(col(Staff.id))
+    for staff in (await session.exec(active)).all():
         content = await digest_for(session, staff, services=services, now=now)
         if content and push_to_staff(session, staff=staff, content=content, now=now, services=services, kind=DIGEST):
             written += 1
@@ -176,7 +177,7 @@ async def weekly_summaries(session: AsyncSession, *, services: Services, now: da
         content = "\n".join(lines)
         staff = await session.exec(
             select(Staff)
-            .where(Staff.grid_id == ref.id, col(Staff.role).in_(("leader", "dispatcher")))
+            .where(Staff.grid_id == ref.id, col(Staff.role).in_(("leader", "dispatcher")), col(Staff.active).is_(True))
             .order_by(col(Staff.id))
         )
         for member in staff.all():

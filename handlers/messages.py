@@ -271,6 +271,27 @@ CONSOLE_NEEDS_TARGET = "请选择去向。"
 CONSOLE_GRID_IMPORTED = "已导入 {nodes} 个网格节点、{staff} 名工作人员。"
 CONSOLE_GRID_BAD_FILE = "网格定义文件有误：{reason}"
 CONSOLE_GRID_TOP_ONLY = "只有街道调度员可以导入网格定义。"
+CONSOLE_STAFF_ADDED = "已添加 {name}（{key}）。"
+CONSOLE_STAFF_SAVED = "已保存 {name} 的资料。"
+CONSOLE_STAFF_DEACTIVATED = "已停用 {name}：不再接收派单，也不能登录。"
+CONSOLE_STAFF_REACTIVATED = "已恢复 {name}。"
+CONSOLE_STAFF_HAS_CASES = "{name} 名下还有 {count} 件未办结工单，请先派遣给他人再停用。"
+CONSOLE_STAFF_NOT_YOURS = "只能管理您下级网格的工作人员（街道调度员可管理全部），也不能修改自己。"
+CONSOLE_STAFF_BAD = "资料有误：{reason}"
+CONSOLE_STAFF_KEY_TAKEN = "工号 {key} 已被使用。"
+CONSOLE_STAFF_CONTACT_TAKEN = "该微信/企业微信账号已属于另一位工作人员。"
+CONSOLE_STAFF_GRID_NOT_YOURS = "只能把人员安排在您可管理的网格。"
+CONSOLE_PASSWORD_SET = "已为 {name} 设置新密码，其原有登录已失效。"
+CONSOLE_PASSWORD_CLEARED = "已取消 {name} 的密码，其原有登录已失效。"
+CONSOLE_PASSWORD_SHORT = "密码至少 {length} 位。"
+CONSOLE_LINK_SENT = "一次性登录链接已发送到 {name} 的{channel}，{minutes} 分钟内有效。"
+CONSOLE_LINK_NO_ADDRESS = "{name} 没有可用的微信或企业微信账号，无法发送链接。"
+CONSOLE_LINK_INACTIVE = "{name} 已停用，不能发送登录链接。"
+CONSOLE_LINK_PUSH = (
+    "【工单台】{name}，这是您的一次性登录链接，{minutes} 分钟内有效，只能使用一次：\n{url}\n如非本人申请，请忽略。"
+)
+CONSOLE_LINK_INVALID = "登录链接无效、已使用或已过期，请联系管理员重新发送。"
+CHANNEL_NAMES = {"wechat": "微信", "wecom": "企业微信"}
 
 # --- Open311 (GeoReport v2): what other systems and their users read --------------------------------
 OPEN311_STATUS_NOTE = "{status}：{note}"
@@ -292,3 +313,5 @@ OPEN311_ERR_NO_RESOURCE = "没有这个资源：{path}（格式请用 .xml 或 .
 OPEN311_ERR_BAD_BODY = "请求内容无法解析：须为 UTF-8 编码的表单（application/x-www-form-urlencoded），且不能过大。"
 OPEN311_ERR_STORAGE = "暂时无法处理，请稍后再试。"
 OPEN311_ERR_READ_KEY = "查询服务请求需要有效的 api_key。"
+OPEN311_ERR_KEY_REUSED = "Idempotency-Key 已用于另一个不同的请求。"
+OPEN311_ERR_IDEMPOTENCY_KEY = "Idempotency-Key 须为 1–{limit} 个字符的字符串。"

@@ -11,6 +11,7 @@ office only. The wire format (XML/JSON, errors) is bot/open311.py's business.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -112,6 +113,8 @@ class NewRequest:
     address_string: str | None = None
     address_id: str | None = None
     media_url: str | None = None
+    # The client's Idempotency-Key header (IETF draft-ietf-httpapi-idempotency-key-header), if sent.
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,35 @@ class Created:
     number: str
     service_notice: str
     account_id: str | None
+    # True when this POST repeated an earlier one and no new case was filed.
+    repeated: bool = False
+
+
+class KeyReused(Exception):
+    """An Idempotency-Key already used for a different request (the draft's 422)."""
+
+
+# A POST without an Idempotency-Key that repeats one from the same client this recently (same
+# service, description, place, requester and photo) is taken as its retry, not as a new report.
+REPEAT_WINDOW = timedelta(minutes=10)
+
+
+def fingerprint(request: NewRequest) -> str:
+    """What makes two POSTs the same request: the SHA-256 of the fields the client chose."""
+    who = request.requester
+    fields = [
+        who.client,
+        request.service.code,
+        request.description,
+        request.lat,
+        request.lon,
+        request.address_string,
+        request.address_id,
+        who.email,
+        who.device_id,
+        request.media_url,
+    ]
+    return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()
 
 
 def client_of(api_key: str) -> str:
@@ -128,7 +160,21 @@ def client_of(api_key: str) -> str:
 async def submit(session: AsyncSession, *, request: NewRequest, services: Services, now: datetime) -> Created:
     """受理 a request: a case in the service's category, placed by the pin (converted to our maps'
     GCJ-02) or the address, and routed as a WeChat report is; an unmapped place goes to the street
-    level for dispatch by hand."""
+    level for dispatch by hand. A retry (the same Idempotency-Key, or without one the same request
+    within REPEAT_WINDOW) files nothing and answers with the case the first POST filed."""
+    posted = fingerprint(request)
+    who = request.requester
+    if request.idempotency_key is not None:
+        earlier = await open311.by_idempotency_key(session, client=who.client, key=request.idempotency_key)
+        if earlier is not None and earlier[0].fingerprint != posted:
+            raise KeyReused(request.idempotency_key)
+    else:
+        earlier = await open311.by_fingerprint(
+            session, client=who.client, fingerprint=posted, since=now - REPEAT_WINDOW
+        )
+    if earlier is not None:
+        filed, case = earlier
+        return Created(case.number, _notice(case, services) or m.OPEN311_NOTICE_WAITING, filed.account_id, True)
     lat = lon = None
     if request.lat is not None and request.lon is not None:
         lat, lon = wgs84_to_gcj02(request.lat, request.lon)
@@ -151,7 +197,6 @@ async def submit(session: AsyncSession, *, request: NewRequest, services: Servic
         lon=lon,
     )
     assert case.id is not None
-    who = request.requester
     open311.record_request(
         session,
         Open311Request(
@@ -165,6 +210,9 @@ async def submit(session: AsyncSession, *, request: NewRequest, services: Servic
             device_id=who.device_id,
             address_id=request.address_id,
             media_url=request.media_url,
+            idempotency_key=request.idempotency_key,
+            fingerprint=posted,
+            filed_at=now,
         ),
     )
     await route_report(session, case=case, grid=u.grid, services=services, now=now)

@@ -35,10 +35,28 @@ async def live_session(session: AsyncSession, *, token_hash: str, now: datetime)
     row = await session.get(ConsoleSession, token_hash)
     if row is None or row.expires_at <= now:
         return None
+    # A deactivated member's sessions stop at once. (No password is no bar: a one-time link logs in
+    # without one; setting or clearing a password closes the sessions anyway.)
     staff = await session.get(Staff, row.staff_id)
-    if staff is None or not staff.active or staff.password_hash is None:
+    if staff is None or not staff.active:
         return None
     return row, staff
+
+
+def set_flash(session: AsyncSession, row: ConsoleSession, *, path: str, text: str) -> None:
+    """What an action said, for the page it redirects to."""
+    row.flash = {"path": path, "text": text}
+    session.add(row)
+
+
+def take_flash(session: AsyncSession, row: ConsoleSession, *, path: str) -> str | None:
+    """The flash meant for `path`, once: showing it clears it."""
+    if not row.flash or row.flash.get("path") != path:
+        return None
+    text = row.flash.get("text")
+    row.flash = None
+    session.add(row)
+    return text
 
 
 async def close_session(session: AsyncSession, *, token_hash: str) -> None:

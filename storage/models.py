@@ -51,8 +51,10 @@ class Staff(SQLModel, table=True):
     # The last short reference (#12) handed to this person on a case card; never reused.
     last_ref: int = 0
     active: bool = True
-    # The web console's password: "scrypt$n$r$p$salt_hex$hash_hex" (None: cannot log in).
+    # The web console's password: "scrypt$n$r$p$salt_hex$hash_hex" (None: no password login).
     password_hash: str | None = Field(default=None, max_length=300)
+    # The last console login (by password or one-time link); None: never.
+    last_login_at: datetime | None = _utc(default=None)
 
 
 class Resident(SQLModel, table=True):
@@ -251,6 +253,22 @@ class ConsoleSession(SQLModel, table=True):
     csrf: str = Field(max_length=64)
     created_at: datetime = _utc()
     expires_at: datetime = _utc(index=True)
+    # What the last action said, shown once on the page it redirected to (POST-redirect-GET):
+    # {"path": "/console/cases/G…", "text": "…"}. Server-side, so no message travels in the URL.
+    flash: dict[str, str] | None = Field(default=None, sa_type=JSON)
+
+
+class LoginLink(SQLModel, table=True):
+    """A one-time console login link sent to a staff member's WeChat/WeCom: only the token's SHA-256
+    is stored; it works once (used_at) and briefly (expires_at)."""
+
+    __tablename__ = "login_link"
+    token_hash: str = Field(primary_key=True, max_length=64)
+    staff_id: int = Field(foreign_key="staff.id", index=True)
+    created_by: int | None = Field(default=None, foreign_key="staff.id")
+    created_at: datetime = _utc()
+    expires_at: datetime = _utc()
+    used_at: datetime | None = _utc(default=None)
 
 
 class LoginFailure(SQLModel, table=True):
@@ -281,6 +299,16 @@ class Open311Request(SQLModel, table=True):
     device_id: str | None = Field(default=None, max_length=200)
     address_id: str | None = Field(default=None, max_length=100)
     media_url: str | None = Field(default=None, max_length=1000)
+    # A retried POST must not file a second case: the client's Idempotency-Key header (unique per
+    # client), and the SHA-256 of what was posted, matched within a short window when there is no key.
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    fingerprint: str | None = Field(default=None, max_length=64)
+    filed_at: datetime | None = _utc(default=None)
+
+    __table_args__ = (
+        UniqueConstraint("client", "idempotency_key", name="uq_open311_request_client_key"),
+        Index("ix_open311_request_fingerprint", "client", "fingerprint", "filed_at"),
+    )
 
 
 class CaseCounter(SQLModel, table=True):
@@ -323,6 +351,7 @@ ALL_TABLES = [
     CaseRef,
     JobRun,
     ConsoleSession,
+    LoginLink,
     LoginFailure,
     Open311Request,
     CaseCounter,

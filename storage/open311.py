@@ -18,6 +18,36 @@ def record_request(session: AsyncSession, request: Open311Request) -> None:
     session.add(request)
 
 
+async def by_idempotency_key(session: AsyncSession, *, client: str, key: str) -> tuple[Open311Request, Case] | None:
+    """The request this client filed with this Idempotency-Key, and its case."""
+    stmt = (
+        select(Open311Request, Case)
+        .join(Case, col(Case.id) == col(Open311Request.case_id))
+        .where(Open311Request.client == client, Open311Request.idempotency_key == key)
+    )
+    found = (await session.exec(stmt)).first()
+    return (found[0], found[1]) if found else None
+
+
+async def by_fingerprint(
+    session: AsyncSession, *, client: str, fingerprint: str, since: datetime
+) -> tuple[Open311Request, Case] | None:
+    """The newest request this client filed with the same fingerprint since `since`, and its case."""
+    stmt = (
+        select(Open311Request, Case)
+        .join(Case, col(Case.id) == col(Open311Request.case_id))
+        .where(
+            Open311Request.client == client,
+            Open311Request.fingerprint == fingerprint,
+            col(Open311Request.filed_at) >= since,
+        )
+        .order_by(col(Open311Request.filed_at).desc())
+        .limit(1)
+    )
+    found = (await session.exec(stmt)).first()
+    return (found[0], found[1]) if found else None
+
+
 async def find_cases(
     session: AsyncSession,
     *,

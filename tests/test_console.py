@@ -1,27 +1,30 @@
 """The web console through the real app: sign-in and its defences (throttling, fixation, CSRF),
 scoping to a person's part of the hierarchy, the case list, case actions that are the chat
-commands, the map, and the grid definition's export and import."""
+commands, the map, the grid definition's export and import, and case photos."""
 
 from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from aiohttp import ClientResponse
 
-from bot.app import FACTORY, SERVICES
-from bot.config import DEMO_GRID_FILE
+from bot.app import FACTORY, SERVICES, create_app
+from bot.config import DEMO_GRID_FILE, Settings
 from bot.console.auth import COOKIE
 from bot.console.passwords import check_password, hash_password
+from bot.fake_wechat import FakeWeChat
 from handlers import messages as m
 from storage import console, grids
 from storage.cases import timeline
 from storage.db import transaction
 from storage.lifecycle import Status
 from storage.models import Case, GridNode
-from tests.conftest import INSIDE_HP01, LEADER_HP, LEADER_HP01, RESIDENT, RESIDENT_2, WeChat
+from tests.conftest import INSIDE_HP01, LEADER_HP, LEADER_HP01, RESIDENT, RESIDENT_2, FakeClock, WeChat
 
 PASSWORD = "correct-horse-42"
 LAMP = "幸福里小区3号楼东侧路灯坏了"
@@ -407,3 +410,46 @@ async def test_a_dispatcher_reopens_a_resolved_case_as_a_residents_complaint_wou
         case.number in wechat.pushes_to(RESIDENT)[-1]
         and "已重新交办给和平里第一网格 张伟" in wechat.pushes_to(RESIDENT)[-1]
     )
+
+
+# --- photos -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def with_media(
+    aiohttp_client: Any, settings: Settings, clock: FakeClock, fake_wechat: FakeWeChat, tmp_path: Path
+) -> WeChat:
+    """The app with a media directory: photos are fetched from (fake) WeChat and kept."""
+    configured = settings.model_copy(update={"media_dir": tmp_path / "media"})
+    client = await aiohttp_client(create_app(configured, clock=clock, background=False))
+    return WeChat(client, clock, fake_wechat, "")
+
+
+async def test_a_cases_photo_is_shown_to_those_who_may_see_the_case(with_media: WeChat) -> None:
+    wechat = with_media
+    case = await report(wechat)
+    await wechat.send(wechat.xml(RESIDENT, "image", {"PicUrl": "http://x/1.jpg", "MediaId": "photo_1"}))
+    await wechat.send(wechat.xml(RESIDENT, "image", {"PicUrl": "http://x/2.jpg", "MediaId": "missing_2"}))
+    await wechat.deliver()
+    await login(wechat, "hp01_leader")
+    page = await (await wechat.client.get(f"/console/cases/{case.number}")).text()
+    photos = re.findall(rf'<img src="(/console/cases/{case.number}/media/(\d+))"', page)
+    assert len(photos) == 2
+    (fetched, fetched_id), (lost, _) = photos
+    resp = await wechat.client.get(fetched)
+    body = await resp.read()
+    assert resp.status == 200 and resp.content_type == "image/jpeg" and body.startswith(b"\xff\xd8")
+    assert b"photo_1" in body and resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert (await wechat.client.get(lost)).status == 404  # WeChat no longer had it: never fetched
+    # Another case's event under this case's number is not this case's photo.
+    other = await report(wechat, "幸福里小区5号楼路灯坏了", RESIDENT_2)
+    assert (await wechat.client.get(f"/console/cases/{other.number}/media/{fetched_id}")).status == 404
+    # Outside the case's grid the photo does not exist, as the case does not.
+    await login(wechat, "ch01_leader")
+    resp = await wechat.client.get(fetched)
+    assert resp.status == 404 and b"\xff\xd8" not in await resp.read()
+    await wechat.client.post(
+        "/console/logout", data={"csrf": await csrf_of(wechat)}, headers={"Origin": origin(wechat)}
+    )
+    anonymous = await wechat.client.get(fetched, allow_redirects=False)
+    assert anonymous.status == 303 and anonymous.headers["Location"] == "/console/login"

@@ -14,6 +14,7 @@ from sqlmodel import select
 
 from bot.app import FACTORY
 from bot.config import Settings
+from handlers import messages as m
 from handlers.open311 import client_of
 from handlers.places import gcj02_to_wgs84, wgs84_to_gcj02
 from storage.db import transaction
@@ -440,3 +441,85 @@ def test_gps_and_chinese_map_coordinates_convert_both_ways() -> None:
     back = gcj02_to_wgs84(lat, lon)
     assert abs(back[0] - 39.9) < 1e-7 and abs(back[1] - 116.4) < 1e-7
     assert wgs84_to_gcj02(51.5, -0.12) == (51.5, -0.12)  # outside China the datums agree
+
+
+# --- discovery ------------------------------------------------------------------------------------
+
+
+async def test_discovery_names_the_v2_endpoint_in_both_formats(wechat: WeChat) -> None:
+    status, ctype, body = await get_path(wechat, "/open311/discovery.xml")
+    assert status == 200 and ctype.startswith("text/xml")
+    tree = ET.fromstring(body)
+    assert tree.tag == "discovery" and [c.tag for c in tree] == ["changeset", "contact", "key_service", "endpoints"]
+    assert W3C.match(tree.findtext("changeset") or "")
+    [endpoint] = tree.findall("endpoints/endpoint")
+    assert endpoint.findtext("specification") == "http://wiki.open311.org/GeoReport_v2"
+    assert endpoint.findtext("url") == str(wechat.client.make_url(V2))
+    assert endpoint.findtext("type") == "production" and W3C.match(endpoint.findtext("changeset") or "")
+    assert [f.text for f in endpoint.findall("formats/format")] == ["text/xml", "application/json"]
+    status, ctype, body = await get_path(wechat, "/open311/discovery.json")
+    assert status == 200 and ctype.startswith("application/json")
+    data = json.loads(body)
+    assert set(data) == {"changeset", "contact", "key_service", "endpoints"}
+    assert data["endpoints"] == [
+        {
+            "specification": "http://wiki.open311.org/GeoReport_v2",
+            "url": str(wechat.client.make_url(V2)),
+            "changeset": data["changeset"],
+            "type": "production",
+            "formats": ["text/xml", "application/json"],
+        }
+    ]
+    # The endpoint it names answers.
+    assert (await get(wechat, "/services.json"))[0] == 200
+    assert (await get_path(wechat, "/open311/discovery.yaml"))[0] == 404
+
+
+async def get_path(wechat: WeChat, path: str) -> tuple[int, str, str]:
+    resp = await wechat.client.get(path)
+    return resp.status, resp.headers["Content-Type"], await resp.text()
+
+
+# --- retried POSTs ----------------------------------------------------------------------------------
+
+
+async def post_with_key(wechat: WeChat, key: str, **form: Any) -> tuple[int, str]:
+    fields = {"api_key": KEY, "service_code": "roads", "lat": HP01_GPS[0], "long": HP01_GPS[1]}
+    fields |= {"description": "3号楼东侧路灯坏了"} | form
+    resp = await wechat.client.post(f"{V2}/requests.json", data=fields, headers={"Idempotency-Key": key})
+    return resp.status, await resp.text()
+
+
+async def test_a_retry_with_the_same_idempotency_key_files_one_case(wechat: WeChat) -> None:
+    status, first = await post_with_key(wechat, '"retry-0001"')
+    assert status == 200
+    wechat.clock.advance(hours=2)  # a key holds beyond the no-key window
+    status, again = await post_with_key(wechat, "retry-0001")
+    assert status == 200 and json.loads(again)[0]["service_request_id"] == json.loads(first)[0]["service_request_id"]
+    assert len(await wechat.cases()) == 1
+    await wechat.deliver()
+    assert len([p for p in wechat.pushes_to(LEADER_HP01) if "路灯" in p]) == 1  # one card, not two
+    # Another key is another request, even with the same content.
+    status, other = await post_with_key(wechat, "retry-0002")
+    assert json.loads(other)[0]["service_request_id"] != json.loads(first)[0]["service_request_id"]
+    # The key reused for something else: refused (the draft's 422), nothing filed.
+    status, body = await post_with_key(wechat, "retry-0001", description="5号楼路灯也坏了")
+    assert status == 422 and spec_error(body, "json") == (422, m.OPEN311_ERR_KEY_REUSED)
+    status, body = await post_with_key(wechat, "x" * 300)
+    assert status == 400
+    assert len(await wechat.cases()) == 2
+
+
+async def test_an_identical_post_without_a_key_within_ten_minutes_is_the_same_request(wechat: WeChat) -> None:
+    first = await file_request(wechat, email="a@example.com")
+    wechat.clock.advance(minutes=5)
+    assert await file_request(wechat, email="a@example.com") == first
+    assert len(await wechat.cases()) == 1
+    # Anything different is a new request: another description, place, requester or photo.
+    assert await file_request(wechat, email="b@example.com") != first
+    assert await file_request(wechat, email="a@example.com", media_url="https://x.example/1.jpg") != first
+    assert await file_request(wechat, email="a@example.com", description="路灯又坏了") != first
+    assert len(await wechat.cases()) == 4
+    wechat.clock.advance(minutes=11)  # past the window: a new report of the same thing
+    assert await file_request(wechat, email="a@example.com") != first
+    assert len(await wechat.cases()) == 5

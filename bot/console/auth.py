@@ -29,7 +29,7 @@ from bot.console.passwords import check_password
 from handlers import messages as m
 from storage import console as store
 from storage.db import transaction
-from storage.models import Staff
+from storage.models import ConsoleSession, Staff
 
 log = logging.getLogger("gridbot.console")
 
@@ -40,8 +40,15 @@ STAFF = web.RequestKey("console_staff", Staff)
 CSRF = web.RequestKey("console_csrf", str)
 TOKEN_HASH = web.RequestKey("console_token_hash", str)
 KICK = web.RequestKey("console_kick", bool)
-# Pages anyone may reach: the login form and the stylesheet.
+ROW = web.RequestKey("console_session_row", ConsoleSession)
+# Pages anyone may reach: the login form, the stylesheet, and one-time login links.
 PUBLIC = frozenset({"/console/login", "/console/static/console.css"})
+LINK_PREFIX = "/console/link/"
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC or path.startswith(LINK_PREFIX)
+
 
 # Pages load nothing from elsewhere and run no script: an injected tag could do little.
 CSP = (
@@ -74,7 +81,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
     commit when an action queued pushes."""
     config = request.config_dict
     if request.method == "POST" and not _same_origin(request):
-        return _forbidden()
+        return forbidden()
     async with transaction(config[FACTORY]) as session:
         request[DB] = session
         token = request.cookies.get(COOKIE, "")
@@ -84,14 +91,15 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
         if found is not None:
             row, staff = found
             request[STAFF], request[CSRF], request[TOKEN_HASH] = staff, row.csrf, row.token_hash
-        elif request.path not in PUBLIC:
+            request[ROW] = row
+        elif not is_public(request.path):
             if request.method == "GET":
                 return redirect("/console/login")
-            return _forbidden()
-        # The login form carries its own token (there may be no session yet): checked in `login`.
-        checked = found is not None and request.method == "POST" and request.path != "/console/login"
+            return forbidden()
+        # The login form and a link's form carry their own token (there may be no session yet).
+        checked = found is not None and request.method == "POST" and not is_public(request.path)
         if checked and not _csrf_ok(await request.post(), row.csrf):
-            return _forbidden()
+            return forbidden()
         response = await handler(request)
     if request.get(KICK):
         config[WORKER].kick()
@@ -102,7 +110,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
-def _forbidden() -> web.Response:
+def forbidden() -> web.Response:
     return web.Response(status=403, text=m.CONSOLE_CSRF_FAILED)
 
 
@@ -151,10 +159,27 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 def _login_page(
     request: web.Request, render: Callable[..., web.Response], *, error: str | None, status: int
 ) -> web.Response:
+    return pre_login_form(request, render, "login.html", {"error": error}, status=status)
+
+
+def pre_login_form(
+    request: web.Request, render: Callable[..., web.Response], template: str, context: dict[str, object], *, status: int
+) -> web.Response:
+    """A page whose form is posted before there is a session: it carries a double-submit token."""
     token = secrets.token_urlsafe(32)
-    response = render(request, "login.html", {"error": error, "login_csrf": token}, status=status)
+    response = render(request, template, context | {"login_csrf": token}, status=status)
     set_cookie(request, response, LOGIN_COOKIE, token, max_age=3600)
     return response
+
+
+def flash(request: web.Request, location: str, text: str) -> web.Response:
+    """POST-redirect-GET: remember what the action said, and send the browser to `location`."""
+    store.set_flash(db(request), request[ROW], path=location, text=text)
+    return redirect(location)
+
+
+def take_flash(request: web.Request) -> str | None:
+    return store.take_flash(db(request), request[ROW], path=request.path) if ROW in request else None
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -164,10 +189,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     config = request.config_dict
     settings, now, session = config[SETTINGS], config[CLOCK].now(), db(request)
     form = await request.post()
-    cookie = request.cookies.get(LOGIN_COOKIE, "")
-    sent = form.get("login_csrf", "")
-    if not (cookie and isinstance(sent, str) and hmac.compare_digest(sent.encode(), cookie.encode())):
-        return _forbidden()
+    if not login_csrf_ok(request, form):
+        return forbidden()
     key = str(form.get("key", "")).strip()[:64]
     password = str(form.get("password", ""))[:200]
     window = timedelta(minutes=settings.console_failure_window_minutes)
@@ -185,6 +208,21 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_page(request, render, error=m.CONSOLE_LOGIN_FAILED, status=401)
     await store.forget_failures(session, subject=subjects[0])
     await store.purge_failures(session, before=now - window)
+    return await start_session(request, staff)
+
+
+def login_csrf_ok(request: web.Request, form: Mapping[str, object]) -> bool:
+    """The double-submit token of a form shown before login: the cookie and the field agree."""
+    cookie = request.cookies.get(LOGIN_COOKIE, "")
+    sent = form.get("login_csrf", "")
+    return bool(cookie) and isinstance(sent, str) and hmac.compare_digest(sent.encode(), cookie.encode())
+
+
+async def start_session(request: web.Request, staff: Staff) -> web.Response:
+    """A fresh session for `staff` (a new random token; the one the browser came with, if any, is
+    closed), and off to the case list."""
+    config = request.config_dict
+    settings, now, session = config[SETTINGS], config[CLOCK].now(), db(request)
     await store.purge_expired(session, now=now)
     if TOKEN_HASH in request:  # logged in already: that session ends; the new one has a new token
         await store.close_session(session, token_hash=request[TOKEN_HASH])
@@ -199,6 +237,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         now=now,
         expires_at=now + timedelta(hours=hours),
     )
+    staff.last_login_at = now
+    session.add(staff)
     log.info("console login", extra={"staff": staff.key})
     response = redirect("/console/cases")
     set_cookie(request, response, COOKIE, token, max_age=hours * 3600)

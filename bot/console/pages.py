@@ -14,7 +14,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from bot.app import CLOCK, SERVICES, SETTINGS
-from bot.console.auth import CSRF, KICK, STAFF, db, staff_of
+from bot.console.auth import CSRF, KICK, STAFF, db, flash, staff_of, take_flash
 from bot.outbox import media_path
 from handlers import console, leader
 from handlers import messages as m
@@ -147,7 +147,8 @@ async def _case_or_404(request: web.Request) -> Case:
 
 
 async def case_page(request: web.Request) -> web.StreamResponse:
-    return await _show_case(request, await _case_or_404(request), reply=None)
+    case = await _case_or_404(request)
+    return await _show_case(request, case, reply=take_flash(request))
 
 
 async def _show_case(request: web.Request, case: Case, *, reply: str | None, status: int = 200) -> web.Response:
@@ -187,7 +188,9 @@ async def _show_case(request: web.Request, case: Case, *, reply: str | None, sta
 
 
 async def case_action(request: web.Request) -> web.StreamResponse:
-    """派遣, 转派, 上报, 办结, 重办: the chat command's own handler does it; its reply is shown."""
+    """派遣, 转派, 上报, 办结, 重办: the chat command's own handler does it; its reply is shown on the
+    case page the browser is sent to (303: a reload does not post again). A form missing its note or
+    target is shown again, with a 400."""
     case = await _case_or_404(request)
     action = request.match_info["action"]
     if action not in console.ACTIONS:
@@ -215,7 +218,7 @@ async def case_action(request: web.Request) -> web.StreamResponse:
         now=_now(request),
     )
     request[KICK] = True
-    return await _show_case(request, case, reply=reply)
+    return flash(request, f"/console/cases/{case.number}", reply)
 
 
 async def case_media(request: web.Request) -> web.StreamResponse:

@@ -8,7 +8,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from bot.console import auth, grid_pages, pages
+from bot.console import auth, grid_pages, pages, staff_pages
 
 STATIC = Path(__file__).parent / "static"
 
@@ -32,5 +32,15 @@ def console_app() -> web.Application:
     app.router.add_get("/grid", grid_pages.grid_view)
     app.router.add_get("/grid/export", grid_pages.grid_export)
     app.router.add_post("/grid/import", grid_pages.grid_import)
+    app.router.add_get("/staff", staff_pages.staff_index)
+    app.router.add_post("/staff", staff_pages.add_member)
+    app.router.add_get("/staff/{id}", staff_pages.member_page)
+    app.router.add_post("/staff/{id}/edit", staff_pages.edit_member)
+    app.router.add_post("/staff/{id}/deactivate", staff_pages.deactivate_member)
+    app.router.add_post("/staff/{id}/reactivate", staff_pages.reactivate_member)
+    app.router.add_post("/staff/{id}/password", staff_pages.set_member_password)
+    app.router.add_post("/staff/{id}/link", staff_pages.send_login_link)
+    app.router.add_get("/link/{token}", staff_pages.link_form)
+    app.router.add_post("/link/{token}", staff_pages.link_login)
     app.router.add_get("/static/console.css", stylesheet)
     return app
