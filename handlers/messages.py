@@ -271,6 +271,11 @@ CONSOLE_NEEDS_TARGET = "请选择去向。"
 CONSOLE_GRID_IMPORTED = "已导入 {nodes} 个网格节点、{staff} 名工作人员。"
 CONSOLE_GRID_BAD_FILE = "网格定义文件有误：{reason}"
 CONSOLE_GRID_TOP_ONLY = "只有街道调度员可以导入网格定义。"
+CONSOLE_RATES_NO_NODE = "没有这个网格节点，或不在您的管辖范围内。"
+CONSOLE_RATES_BAD_PERIOD = "统计周期不正确，请重新选择。"
+CONSOLE_RATES_BAD_DATE = "日期“{text}”不正确，请按 2026-11-01 的格式填写。"
+CONSOLE_RATES_BACKWARDS = "结束日期 {last} 早于开始日期 {first}。"
+CONSOLE_RATES_TOO_LONG = "统计周期最长三年，请缩短。"
 
 # --- Open311 (GeoReport v2): what other systems and their users read --------------------------------
 OPEN311_STATUS_NOTE = "{status}：{note}"
