@@ -18,6 +18,7 @@ from handlers.policy import Policy
 from handlers.rates import CaseRecord, Figures, Period
 
 TREND_WEEKS = 12  # a short period is shown against the weeks before it
+MIN_POINTS = 4  # leading empty weeks are dropped down to this many
 MAX_WEEKLY_POINTS = 53  # beyond a year of weeks, the trend goes by month
 
 
@@ -60,6 +61,7 @@ class Bucket:
     label: str
     period: Period
     figures: Figures = Figures()
+    unit: str = "周"  # 周 | 月
 
 
 def trend_periods(period: Period, zone: ZoneInfo) -> list[Bucket]:
@@ -74,7 +76,8 @@ def trend_periods(period: Period, zone: ZoneInfo) -> list[Bucket]:
         buckets = []
         year, number = first.year, first.month
         while (year, number) <= (last.year, last.month):
-            buckets.append(Bucket(f"{year}-{number:02d}", rates.month(year, number, zone, as_of=period.as_of)))
+            month = rates.month(year, number, zone, as_of=period.as_of)
+            buckets.append(Bucket(f"{year}-{number:02d}", month, unit="月"))
             year, number = (year + 1, 1) if number == 12 else (year, number + 1)
         return buckets
     start = min(first_monday, last_monday - timedelta(weeks=TREND_WEEKS - 1))
@@ -83,10 +86,14 @@ def trend_periods(period: Period, zone: ZoneInfo) -> list[Bucket]:
     return [Bucket(f"{m:%m-%d}", rates.days(m, m + timedelta(days=6), zone, as_of=period.as_of)) for m in mondays]
 
 
-def trend(records: Iterable[CaseRecord], buckets: list[Bucket]) -> list[Bucket]:
-    """Each bucket's figures over the same cases."""
+def trend(records: Iterable[CaseRecord], buckets: list[Bucket], *, keep: int = MIN_POINTS) -> list[Bucket]:
+    """Each bucket's figures over the same cases; weeks before the node's first case (not a single
+    case counted in them) are left out, down to `keep` points, so a new office's chart is not half
+    empty."""
     rs = list(records)
-    return [Bucket(b.label, b.period, rates.figures(rs, b.period)) for b in buckets]
+    filled = [Bucket(b.label, b.period, rates.figures(rs, b.period), b.unit) for b in buckets]
+    first = next((i for i, b in enumerate(filled) if b.figures != Figures()), len(filled))
+    return filled[min(first, max(len(filled) - keep, 0)) :]
 
 
 async def load_trend(

@@ -153,11 +153,12 @@ async def test_the_charts_carry_the_figures(wechat: WeChat) -> None:
     assert "和平里社区 满意率 100.0%（1/1）" in nodes and "春晖社区 响应率 0.0%（0/1）" in nodes
     assert "枣林社区 按期办结率 —（无可计算）" in nodes
     assert not any("和平里第一网格" in t for t in nodes)  # grandchildren are in the table, not the chart
-    # The trend: twelve weeks up to last week; that week's points and received bar carry its figures.
+    # The trend: up to last week (the empty weeks before the first case left out, down to four);
+    # that week's points and received bar carry its figures.
     trend = titles(text, "trend-chart")
     assert "幸福街道 11-16 响应率 50.0%（1/2）" in trend and "幸福街道 11-16 满意率 100.0%（1/1）" in trend
     received = titles(text, "received-chart")
-    assert len(received) == 12 and received[0] == "幸福街道 08-31 受理 0 件"
+    assert received[:3] == ["幸福街道 10-26 受理 0 件", "幸福街道 11-02 受理 0 件", "幸福街道 11-09 受理 0 件"]
     assert received[-1] == "幸福街道 11-16 受理 2 件"
 
 
@@ -246,6 +247,15 @@ def test_a_long_period_goes_week_by_week_and_past_a_year_month_by_month() -> Non
     long = rate_views.period_of(months_18, ZONE, NOW)
     months = rate_views.trend_periods(long, ZONE)
     assert (months[0].label, months[-1].label, len(months)) == ("2025-01", "2026-06", 18)
+    assert {b.unit for b in months} == {"月"} and {b.unit for b in weeks} == {"周"}
+
+
+def test_weeks_before_the_first_case_are_left_out_down_to_four() -> None:
+    weeks = rate_views.trend_periods(rates.last_full_week(NOW, ZONE), ZONE)  # 08-31 … 11-16
+    lamp = rates.CaseRecord(1, "G1", "道路设施", 3, False, "待派遣", None, created_at=at("10-14 09:00"))
+    assert [b.label for b in rate_views.trend([lamp], weeks)][:2] == ["10-12", "10-19"]
+    assert [b.figures.received for b in rate_views.trend([lamp], weeks)][0] == 1
+    assert [b.label for b in rate_views.trend([], weeks)] == ["10-26", "11-02", "11-09", "11-16"]
 
 
 def test_a_week_with_nothing_to_divide_by_breaks_the_line_and_says_so() -> None:

@@ -167,6 +167,7 @@ async def rates_page(request: web.Request) -> web.StreamResponse:
             "as_of": f"{period.as_of.astimezone(services.zone):%Y-%m-%d %H:%M}",
             "tiles": _tiles(report),
             "trend": charts.trend_chart(buckets, report.scope),
+            "trend_unit": buckets[0].unit if buckets else "周",
             "by_node": charts.node_chart(report.views["node"]),
             "headers": [c.header for c in COLUMNS],
             "table": _table(report, query.by),
