@@ -46,6 +46,21 @@ def in_scope(staff: Staff, services: Services) -> ColumnElement[bool]:
     return or_(false(), *conditions)
 
 
+def rate_nodes(staff: Staff, services: Services) -> list[int]:
+    """The grid nodes whose rates `staff` may see: their node and everything below it, as `in_scope`
+    scopes cases (a 网格员 their grid, a 社区 its grids, the 街道 all), depth first for a selector."""
+    below = set(services.grids.subtree(staff.grid_id))
+    order: list[int] = []
+
+    def walk(node_id: int) -> None:
+        order.append(node_id)
+        for child in sorted(i for i in below if services.grids.line(i)[1:2] == [node_id]):
+            walk(child)
+
+    walk(staff.grid_id)
+    return [i for i in order if i in below]
+
+
 async def visible_case(session: AsyncSession, *, staff: Staff, services: Services, number: str) -> Case | None:
     """The case by number if `staff` may see it; None alike for "no such case" and "not yours"."""
     stmt = select(Case).where(Case.number == number.upper(), in_scope(staff, services))

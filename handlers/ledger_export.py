@@ -9,13 +9,14 @@ rates real numbers with a percent format, so Excel can sort and sum them.
 from __future__ import annotations
 
 import csv
+import io
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import IO, Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -255,8 +256,8 @@ def _indented(row: Row) -> Row:
     return Row(row.key, "　" * row.depth + row.name, row.figures, row.level, row.depth)
 
 
-def write_xlsx(report: Report, path: Path) -> None:
-    """One sheet per view, Chinese headers in bold, the header row frozen."""
+def workbook(report: Report) -> Any:
+    """One sheet per view, Chinese headers in bold, the header row frozen (an openpyxl Workbook)."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
@@ -280,26 +281,56 @@ def write_xlsx(report: Report, path: Path) -> None:
                     cell.number_format = fmt
         sheet.freeze_panes = "A2"
     book.properties.title = report.title
+    return book
+
+
+def write_xlsx(report: Report, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    book.save(path)
+    workbook(report).save(path)
+
+
+def xlsx_bytes(report: Report) -> bytes:
+    """The workbook as a download."""
+    out = io.BytesIO()
+    workbook(report).save(out)
+    return out.getvalue()
+
+
+def _write_rows(columns: Sequence[Column[Any]], rows: Sequence[Any], out: IO[str], zone: ZoneInfo) -> None:
+    writer = csv.writer(out)
+    writer.writerow([c.header for c in columns])
+    for item in rows:
+        writer.writerow([text_of(c.kind, c.get(item), zone) for c in columns])
 
 
 def write_csv(columns: Sequence[Column[Any]], rows: Sequence[Any], path: Path, zone: ZoneInfo) -> None:
     """UTF-8 with a byte-order mark, so that Excel reads the Chinese right."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8-sig", newline="") as f:
-        out = csv.writer(f)
-        out.writerow([c.header for c in columns])
-        for item in rows:
-            out.writerow([text_of(c.kind, c.get(item), zone) for c in columns])
+        _write_rows(columns, rows, f, zone)
+
+
+def csv_bytes(columns: Sequence[Column[Any]], rows: Sequence[Any], zone: ZoneInfo) -> bytes:
+    """The same as `write_csv`, as a download."""
+    out = io.StringIO(newline="")
+    _write_rows(columns, rows, out, zone)
+    return out.getvalue().encode("utf-8-sig")
+
+
+def view_rows(report: Report, by: str) -> tuple[Sequence[Column[Row]], list[Row]]:
+    """A view's columns and rows as the files show them: the nodes indented under the view's top node;
+    leaders and categories after the total."""
+    view = report.views[by]
+    if by == "node":
+        return NODE_COLUMNS, [_indented(r) for r in view]
+    return RATE_COLUMNS, [report.total, *view]
 
 
 def write_csvs(report: Report, by: str, path: Path) -> list[Path]:
     """The chosen view to `path`, the ledger beside it (name_台账.csv). Returns both paths."""
     ledger = path.with_name(f"{path.stem}_台账{path.suffix or '.csv'}")
-    view = report.views[by]
-    rows = [_indented(r) for r in view] if by == "node" else [report.total, *view]
-    write_csv(NODE_COLUMNS if by == "node" else RATE_COLUMNS, rows, path, report.zone)
+    columns, rows = view_rows(report, by)
+    write_csv(columns, rows, path, report.zone)
     write_csv(LEDGER_COLUMNS, report.ledger, ledger, report.zone)
     return [path, ledger]
 

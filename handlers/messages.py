@@ -292,6 +292,11 @@ CONSOLE_LINK_PUSH = (
 )
 CONSOLE_LINK_INVALID = "登录链接无效、已使用或已过期，请联系管理员重新发送。"
 CHANNEL_NAMES = {"wechat": "微信", "wecom": "企业微信"}
+CONSOLE_RATES_NO_NODE = "没有这个网格节点，或不在您的管辖范围内。"
+CONSOLE_RATES_BAD_PERIOD = "统计周期不正确，请重新选择。"
+CONSOLE_RATES_BAD_DATE = "日期“{text}”不正确，请按 2026-11-01 的格式填写。"
+CONSOLE_RATES_BACKWARDS = "结束日期 {last} 早于开始日期 {first}。"
+CONSOLE_RATES_TOO_LONG = "统计周期最长三年，请缩短。"
 
 # --- Open311 (GeoReport v2): what other systems and their users read --------------------------------
 OPEN311_STATUS_NOTE = "{status}：{note}"

@@ -8,7 +8,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from bot.console import auth, grid_pages, pages, staff_pages
+from bot.console import auth, grid_pages, pages, rate_pages, staff_pages
 
 STATIC = Path(__file__).parent / "static"
 
@@ -29,6 +29,9 @@ def console_app() -> web.Application:
     app.router.add_post("/cases/{number}/{action}", pages.case_action)
     app.router.add_get("/cases/{number}/media/{event}", pages.case_media)
     app.router.add_get("/map", grid_pages.case_map)
+    app.router.add_get("/rates", rate_pages.rates_page)
+    app.router.add_get("/rates.xlsx", rate_pages.rates_xlsx)
+    app.router.add_get("/rates.csv", rate_pages.rates_csv)
     app.router.add_get("/grid", grid_pages.grid_view)
     app.router.add_get("/grid/export", grid_pages.grid_export)
     app.router.add_post("/grid/import", grid_pages.grid_import)
