@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the bot with the demo street office and a local fake WeChat API")
     demo.add_argument("--fake-port", type=int, default=DEMO_FAKE_PORT)
     demo.add_argument("--fake-wecom-port", type=int, default=DEMO_FAKE_WECOM_PORT)
+    demo.add_argument(
+        "--no-history", action="store_true", help="start empty instead of with six weeks of past cases (first run)"
+    )
     db = sub.add_parser("db", help="database commands")
     db.add_argument("action", choices=["upgrade"])
     grid = sub.add_parser("grid", help="grid definition commands")
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "demo":
             _upgrade(settings)
-            asyncio.run(_run_demo(settings, args.fake_port, args.fake_wecom_port))
+            asyncio.run(_run_demo(settings, args.fake_port, args.fake_wecom_port, history=not args.no_history))
         elif args.command == "db":
             _upgrade(settings)
             print("database is at the latest schema")
@@ -272,10 +275,18 @@ async def _serve_fake(settings: Settings, port: int) -> None:
     await asyncio.Event().wait()
 
 
-async def _run_demo(settings: Settings, fake_port: int, fake_wecom_port: int) -> None:
+async def _run_demo(settings: Settings, fake_port: int, fake_wecom_port: int, *, history: bool) -> None:
+    from bot import demo_history
     from bot.app import AccessLogger, create_app
     from bot.fake_wechat import FakeWeChat
     from bot.fake_wecom import FakeWeCom
+
+    if history and not await demo_history.has_cases(settings):
+        print(
+            "首次启动：正在生成六周的演示历史工单（经由真实的处理流程，约半分钟到一分钟）…", file=sys.stderr, flush=True
+        )
+        made = await demo_history.seed(settings)
+        print(f"已生成 {made} 件历史工单。", file=sys.stderr, flush=True)
 
     fake = web.AppRunner(FakeWeChat(settings.wechat_appid, settings.wechat_secret).app(), access_log=None)
     await fake.setup()

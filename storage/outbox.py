@@ -140,6 +140,16 @@ async def _merge(session: AsyncSession, *, into: int, row_ids: Sequence[int], se
     )
 
 
+async def cancel_unsent(session: AsyncSession, *, reason: str) -> int:
+    """Cancel every push not yet delivered (the demo's replayed past: nobody is there to receive it)."""
+    result = await session.exec(  # type: ignore[call-overload]
+        update(OutboxMessage)
+        .where(col(OutboxMessage.status).in_(("pending", "held")))
+        .values(status="cancelled", claimed_until=None, last_error=reason)
+    )
+    return int(result.rowcount or 0)
+
+
 async def wake_held(session: AsyncSession, *, recipient: str, now: datetime) -> int:
     """The person wrote to us: what was held for them is due now. Returns how many rows woke."""
     result = await session.exec(  # type: ignore[call-overload]

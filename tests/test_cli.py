@@ -81,7 +81,7 @@ def test_demo_and_chat_walk_through_the_loop(tmp_path: Path, aes_key: str) -> No
     }
     full = _environ(env)
     demo = subprocess.Popen(
-        GRIDBOT + ["demo", "--fake-port", str(fake_port), "--fake-wecom-port", str(fake_wecom_port)],
+        GRIDBOT + ["demo", "--no-history", "--fake-port", str(fake_port), "--fake-wecom-port", str(fake_wecom_port)],
         env=full,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -124,7 +124,7 @@ def test_chat_as_a_wecom_leader_through_the_encrypted_callback(tmp_path: Path) -
     env = {"GRIDBOT_PORT": str(port), "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/demo.sqlite3"}
     full = _environ(env)
     demo = subprocess.Popen(
-        GRIDBOT + ["demo", "--fake-port", str(fake_port), "--fake-wecom-port", str(fake_wecom_port)],
+        GRIDBOT + ["demo", "--no-history", "--fake-port", str(fake_port), "--fake-wecom-port", str(fake_wecom_port)],
         env=full,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
