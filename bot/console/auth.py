@@ -180,7 +180,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     staff = await store.staff_by_key(session, key) if key else None
     ok = await asyncio.to_thread(check_password, password, staff.password_hash if staff else None)
     if staff is None or not ok:
-        store.record_failure(session, subjects=subjects, now=now)
+        await store.record_failure(session, subjects=subjects, now=now, window_start=now - window)
         log.info("console login failed")
         return _login_page(request, render, error=m.CONSOLE_LOGIN_FAILED, status=401)
     await store.forget_failures(session, subject=subjects[0])
