@@ -71,7 +71,7 @@ INJECTIONS = (
     "<img src=x onerror=alert(1)>",
     "%s%s%s%n",
     "{0.__class__}",
-    "\u202e\u0000\ufeff",
+    "\u202e\u200b\ufeff",
     "]]><x>",
 )
 
@@ -689,3 +689,67 @@ async def test_in_flight_work_is_forgotten_once_answered(wechat: WeChat) -> None
         await wechat.text(f"o_resident_{n:02d}", f"幸福里小区{n + 1}号楼路灯坏了")
     await wechat.deliver()
     assert wechat.app[RECEIVER].tasks == set()
+
+
+# --- the command parser and the handlers, through the app ----------------------------------------------
+
+# What WeChat can carry: any character but lone surrogates and the control characters XML forbids.
+typed = st.text(st.characters(exclude_categories=("Cs", "Cc")) | st.sampled_from("\n\t"), max_size=80)
+chat_texts = st.one_of(
+    typed,
+    st.sampled_from(INJECTIONS),
+    st.tuples(st.sampled_from(VERBS), st.sampled_from(["", " ", "：", " #1 ", " G20261122-0001 "]), typed).map("".join),
+).map(lambda t: t.replace("]]>", ""))
+
+
+async def case_state(wechat: WeChat, case_id: int) -> tuple[Any, ...]:
+    from storage.models import Case, CaseEvent, OutboxMessage
+
+    async with transaction(wechat.app[FACTORY]) as session:
+        case = await session.get(Case, case_id)
+        assert case is not None
+        events = (await session.exec(select(func.count()).where(CaseEvent.case_id == case_id))).one()
+        pushes = (await session.exec(select(func.count()).select_from(OutboxMessage))).one()
+    return (case.status, case.grid_id, case.assignee_id, case.due_at, case.category, case.urgent, events, pushes)
+
+
+class TestCommands:
+    @given(text=chat_texts, who=st.sampled_from([LEADER_HP01, RESIDENT, "o_demo_wanglihua_xf"]))
+    async def test_anything_typed_gets_a_polite_reply_never_a_crash(self, wechat: WeChat, text: str, who: str) -> None:
+        wechat.clock.advance(minutes=2)  # past a resident's per-minute limit
+        status, body = await wechat.post(wechat.xml(who, "text", {"Content": text}))
+        assert status == 200, body
+        reply = wechat.sim.read_reply(body)
+        assert reply is None or (isinstance(reply, str) and reply != PROCESSING_FAILED)
+        await wechat.app[RECEIVER].wait_idle()
+        assert await failed_messages(wechat.app) == 0
+
+    @given(
+        verb=st.sampled_from(VERBS),
+        note=st.one_of(st.sampled_from(INJECTIONS), typed.map(lambda t: t.replace("]]>", ""))),
+    )
+    async def test_a_leader_commanding_another_grids_case_changes_nothing(
+        self, wechat: WeChat, verb: str, note: str
+    ) -> None:
+        cases = await wechat.cases()
+        case = cases[0] if cases else await open_case(wechat)
+        before = await case_state(wechat, case.id)
+        reply = await wechat.text(LEADER_CH01, f"{verb} {case.number} {note}")
+        await wechat.deliver()
+        assert reply is not None and reply != PROCESSING_FAILED
+        assert await case_state(wechat, case.id) == before
+        if verb in ("接单", "接收", "进展", "办结", "退回", "上报", "挂起", "延期", "转派", "工单", "拒收", "返工"):
+            assert "不在您负责的范围内" in reply, reply
+
+    async def test_injection_text_is_stored_verbatim_and_never_evaluated(self, wechat: WeChat) -> None:
+        report = "幸福里小区3号楼路灯坏了 " + " ".join(INJECTIONS[:8])
+        await wechat.text(RESIDENT, report)
+        [case] = await wechat.cases()
+        for injected in INJECTIONS[:8]:
+            assert injected in case.description
+        reply = await wechat.text(LEADER_HP01, f"工单 {case.number}")
+        assert reply is not None and "{{7*7}}" in reply and "<script>alert(1)</script>" in reply
+        assert "49" not in reply.replace(case.number, "")
+        found = await wechat.text(LEADER_HP01, "工单 '; DROP TABLE cases;--")
+        assert found is not None and found != PROCESSING_FAILED
+        assert len(await wechat.cases()) == 1  # the table is still there, and still one case
