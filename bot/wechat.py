@@ -12,6 +12,7 @@ import re
 import secrets
 import struct
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -51,12 +52,47 @@ class Parsed:
     nonce: str
 
 
+class SeenQueries:
+    """The signed queries of plaintext requests seen lately, each with a digest of its body.
+
+    In plaintext mode the signature covers the token, timestamp and nonce — not the body. Whoever
+    reads one signed URL (a proxy's access log keeps query strings) could post any body with it,
+    any FromUserName, a leader's too, until the replay window closes. A query comes once, with
+    one body; WeChat's retry sends the same body and passes. Entries live two windows (a timestamp
+    may be a window ahead of now), and there are at most `cap` of them, oldest dropped first.
+    One process's memory: with several processes a replay may reach another one (safe mode,
+    where the signature covers the ciphertext, is the complete answer)."""
+
+    def __init__(self, window: int, cap: int = 100_000) -> None:
+        self.window = window
+        self.cap = cap
+        self._seen: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def first_or_same(self, key: str, body: bytes, now: float) -> bool:
+        """Record the query; False when it came before with another body."""
+        while self._seen:
+            oldest, (at, _) = next(iter(self._seen.items()))
+            if at > now - 2 * self.window and len(self._seen) < self.cap:
+                break
+            del self._seen[oldest]
+        digest = hashlib.sha256(body).digest()
+        prior = self._seen.get(key)
+        if prior is not None:
+            return prior[1] == digest
+        self._seen[key] = (now, digest)
+        return True
+
+
 class WeChatTransport:
     def __init__(self, *, token: str, appid: str, aes_key: str, replay_window: int, max_body: int) -> None:
         self.token = token
         self.replay_window = replay_window
         self.max_body = max_body
         self.crypto = WeChatCrypto(token, aes_key, appid) if aes_key else None
+        self.seen = SeenQueries(replay_window)
 
     def verify_url(self, query: dict[str, str], now: datetime) -> str:
         """GET /wechat: the URL check in the console; echostr goes back unchanged (in every mode)."""
@@ -86,6 +122,8 @@ class WeChatTransport:
             except UnicodeDecodeError as exc:
                 raise ProtocolError(400, "not UTF-8") from exc
             encrypted = False
+            if not self.seen.first_or_same(query.get("signature", ""), body, now.timestamp()):
+                raise ProtocolError(403, "signed query reused with another body")
         else:
             raise ProtocolError(400, "encrypted message but GRIDBOT_WECHAT_AES_KEY is not set")
         try:

@@ -13,6 +13,7 @@ Hypothesis profiles live in tests/conftest.py ("ci" by default; HYPOTHESIS_PROFI
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import math
 import re
@@ -154,6 +155,11 @@ hostile_bodies = st.one_of(
 )
 
 
+def nonce_for(body: bytes) -> str:
+    """One nonce per body: a plaintext query that came with another body is refused (a replay)."""
+    return hashlib.sha1(body).hexdigest()[:10]
+
+
 def plain_query(timestamp: int = TS, nonce: str = "n0nce") -> dict[str, str]:
     return {"timestamp": str(timestamp), "nonce": nonce, "signature": sha1_signature(TOKEN, str(timestamp), nonce)}
 
@@ -201,8 +207,9 @@ WECOM_SIM = WeComSimulator(token=WECOM_TOKEN, corp_id=WECOM_CORP_ID, aes_key=WEC
 
 @given(hostile_bodies)
 def test_plain_mode_parses_any_body_or_refuses_it_with_a_4xx(body: bytes) -> None:
-    parse_or_refuse(lambda: PLAIN.parse(plain_query(), body, NOW))
-    parse_or_refuse(lambda: SAFE.parse(plain_query(), body, NOW))  # an AES server, sent plaintext
+    query = plain_query(nonce=nonce_for(body))
+    parse_or_refuse(lambda: PLAIN.parse(query, body, NOW))
+    parse_or_refuse(lambda: SAFE.parse(query, body, NOW))  # an AES server, sent plaintext
 
 
 def encrypted_query(encrypt: str, timestamp: int = TS, nonce: str = "n0nce") -> dict[str, str]:
@@ -291,7 +298,7 @@ H = "<ToUserName>gh_test</ToUserName><FromUserName>o_x</FromUserName><CreateTime
 def test_malformed_fields_are_a_400_not_a_crash_later(body: bytes) -> None:
     """Once a 500 or a crash inside the handlers (wechatpy trusts the XML's shape); now a 400."""
     with pytest.raises(ProtocolError) as refused:
-        PLAIN.parse(plain_query(), body, NOW)
+        PLAIN.parse(plain_query(nonce=nonce_for(body)), body, NOW)
     assert refused.value.status == 400
 
 
@@ -392,7 +399,7 @@ class TestPlainWebhook:
     @given(body=hostile_bodies)
     async def test_hostile_bodies_never_get_a_500_and_refusals_store_nothing(self, wechat: WeChat, body: bytes) -> None:
         before = await row_counts(wechat.app)
-        query = plain_query(int(wechat.clock.now().timestamp()), nonce=str(len(body)))
+        query = plain_query(int(wechat.clock.now().timestamp()), nonce=nonce_for(body))
         resp = await wechat.client.post("/wechat", params=query, data=body)
         text = await resp.text()
         await wechat.app[RECEIVER].wait_idle()
@@ -753,3 +760,46 @@ class TestCommands:
         found = await wechat.text(LEADER_HP01, "工单 '; DROP TABLE cases;--")
         assert found is not None and found != PROCESSING_FAILED
         assert len(await wechat.cases()) == 1  # the table is still there, and still one case
+
+
+# --- a signed plaintext query used again with another body -----------------------------------------------
+
+
+async def test_a_captured_plaintext_query_cannot_carry_a_leaders_message(wechat: WeChat) -> None:
+    """Plaintext mode signs the timestamp and nonce, not the body: a signed URL read from a proxy's
+    log once carried any body for five minutes. Now the query is good for its own body only."""
+    case = await open_case(wechat)
+    await wechat.deliver()
+    now = int(wechat.clock.now().timestamp())
+    query, body = wechat.sim.sign(wechat.xml(RESIDENT, "text", {"Content": "谢谢"}), timestamp=now, mode="plain")
+    first = await wechat.client.post("/wechat", params=query, data=body)
+    assert first.status == 200
+    retry = await wechat.client.post("/wechat", params=query, data=body)  # WeChat's retry: same body
+    assert retry.status == 200 and await retry.text() == await first.text()
+    before = await row_counts(wechat.app)
+    forged = wechat.xml(LEADER_HP01, "text", {"Content": f"办结 {case.number} 已修好"})
+    replay = await wechat.client.post("/wechat", params=query, data=forged.encode())
+    assert replay.status == 403
+    assert await row_counts(wechat.app) == before
+    [after] = await wechat.cases()
+    assert after.status == case.status
+
+
+async def test_the_memory_of_signed_queries_is_bounded_by_the_window(wechat: WeChat) -> None:
+    from bot.app import TRANSPORT
+
+    for n in range(200):
+        await wechat.text(RESIDENT if n % 2 else "o_resident_li", f"第{n}条")
+        wechat.clock.advance(seconds=30)
+    # Two windows of 300 s hold 20 queries at one every 30 s; nothing older is kept.
+    assert len(wechat.app[TRANSPORT].seen) <= 21
+
+
+def test_the_memory_of_signed_queries_has_a_hard_cap() -> None:
+    from bot.wechat import SeenQueries
+
+    seen = SeenQueries(window=300, cap=50)
+    for n in range(1000):
+        assert seen.first_or_same(f"sig{n}", b"body", now=float(TS))
+    assert len(seen) <= 50
+    assert not seen.first_or_same("sig999", b"another body", now=float(TS))
