@@ -256,7 +256,11 @@ async def test_script_and_template_text_is_shown_escaped_and_unevaluated(wechat:
 @given(
     params=st.dictionaries(
         st.sampled_from(["status", "grid", "category", "overdue", "q", "page"]),
-        st.one_of(st.text(max_size=40), st.integers(-(2**70), 2**70).map(str), st.sampled_from(["%", "_", "\\", "'"])),
+        st.one_of(
+            st.text(max_size=40),
+            st.integers(-(2**70), 2**70).map(str),
+            st.sampled_from(["%", "_", "\\", "'", "\x00", "²", "٣", "9" * 19]),
+        ),
         max_size=6,
     )
 )
@@ -265,6 +269,45 @@ async def test_any_case_list_query_is_answered_not_a_500(wechat: WeChat, params:
         await login(wechat, "xf_dispatcher")
     resp = await wechat.client.get("/console/cases", params=params)
     assert resp.status == 200, await resp.text()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"page": "9" * 19}, {"page": "9" * 30}, {"page": "²"}, {"grid": "²"}, {"grid": "9" * 30}, {"q": "路灯\x00"},
+     {"category": "\x00"}, {"status": "\x00"}],
+    ids=["page-past-int64", "page-30-digits", "page-superscript", "grid-superscript", "grid-30-digits", "q-nul",
+         "category-nul", "status-nul"],
+)  # fmt: skip
+async def test_hostile_case_list_parameters_are_answered(wechat: WeChat, params: dict[str, str]) -> None:
+    """Once 500s: a page past 64 bits overflowed OFFSET; "²".isdigit() but int("²") raises; a NUL
+    reached PostgreSQL, whose text cannot hold one."""
+    case = await report(wechat)
+    await login(wechat, "xf_dispatcher")
+    resp = await wechat.client.get("/console/cases", params=params)
+    assert resp.status == 200, await resp.text()
+    if "page" in params:  # past the last page: the last page
+        assert f"/console/cases/{case.number}" in await resp.text()
+
+
+async def test_hostile_form_values_and_photo_ids_are_answered(wechat: WeChat) -> None:
+    case = await report(wechat)
+    await login(wechat, "xf_dispatcher")
+    for event in ("²", "9" * 30, "9" * 19, "-1"):
+        assert (await wechat.client.get(f"/console/cases/{case.number}/media/{event}")).status == 404
+    csrf = await csrf_of(wechat, f"/console/cases/{case.number}")
+    dispatch = await wechat.client.post(
+        f"/console/cases/{case.number}/dispatch", data={"csrf": csrf, "target": "²"}, headers={"Origin": origin(wechat)}
+    )
+    assert dispatch.status == 400 and m.CONSOLE_NEEDS_TARGET in await dispatch.text()
+    escalate = await wechat.client.post(
+        f"/console/cases/{case.number}/escalate",
+        data={"csrf": csrf, "note": "需要\x00协调"},
+        headers={"Origin": origin(wechat)},
+    )
+    assert escalate.status == 200
+    await wechat.client.post("/console/logout", data={"csrf": csrf}, headers={"Origin": origin(wechat)})
+    nul_key = await login(wechat, "hp01\x00_leader", with_password=False)
+    assert nul_key.status == 401
 
 
 async def test_another_grids_case_is_in_no_list_search_or_map(wechat: WeChat) -> None:
