@@ -440,3 +440,25 @@ def test_gps_and_chinese_map_coordinates_convert_both_ways() -> None:
     back = gcj02_to_wgs84(lat, lon)
     assert abs(back[0] - 39.9) < 1e-7 and abs(back[1] - 116.4) < 1e-7
     assert wgs84_to_gcj02(51.5, -0.12) == (51.5, -0.12)  # outside China the datums agree
+
+
+@pytest.mark.parametrize("field", ["description", "first_name", "email", "address_string", "device_id", "service_code"])
+async def test_a_nul_in_a_field_is_a_400_not_a_storage_error(wechat: WeChat, field: str) -> None:
+    """PostgreSQL's text cannot hold NUL: once a 503 (retried by the client forever), now a 400."""
+    fields = {
+        "api_key": KEY,
+        "service_code": "roads",
+        "lat": HP01_GPS[0],
+        "long": HP01_GPS[1],
+        "description": "路灯坏了",
+    }
+    status, body = await post(wechat, "json", **(fields | {field: "x\x00y"}))
+    assert status == 400 and field in body
+    assert await wechat.cases() == []
+
+
+@pytest.mark.parametrize("params", [{"service_request_id": "G1\x00"}, {"service_code": "\x00"}, {"status": "\x00"}])
+async def test_a_nul_in_a_query_is_a_400_and_in_an_id_a_404(wechat: WeChat, params: dict[str, str]) -> None:
+    resp = await wechat.client.get(f"{V2}/requests.json", params=params)
+    assert resp.status == 400
+    assert (await wechat.client.get(f"{V2}/requests/G20261122-0001%00.json")).status == 404
