@@ -182,9 +182,9 @@ def dedupe_key(message: BaseMessage, prefix: str = "") -> str:
     return f"{prefix}{message.source}:{message.time}:{event}"
 
 
-# What the inbound log can hold (storage.models.InboundMessage): longer is not from WeChat.
+# What the database can hold (storage.models): longer is not from WeChat. The dedupe key (200)
+# cannot overflow: MAX_SENDER + a 64-bit MsgId, or + CreateTime + a known event name.
 MAX_SENDER = 64  # openids are 28 characters, WeCom user ids at most 64
-MAX_DEDUPE_KEY = 200  # with MAX_SENDER and a 64-bit MsgId (or a known event's name), never reached
 MAX_MEDIA_ID = 200  # case_event.media_id
 MAX_LABEL = 500  # a pin's place name becomes cases.place_text
 _MAX_MSG_ID = 2**64  # MsgId is a 64-bit number
