@@ -140,8 +140,11 @@ def _row(case: Case, services: Services, now: datetime) -> dict[str, Any]:
 
 
 async def _case_or_404(request: web.Request) -> Case:
-    case = await console.visible_case(
-        db(request), staff=staff_of(request), services=_services(request), number=request.match_info["number"]
+    number = request.match_info["number"]
+    case = (
+        await console.visible_case(db(request), staff=staff_of(request), services=_services(request), number=number)
+        if text_param(number, 32) == number  # no NUL (PostgreSQL refuses it), no longer than a number
+        else None
     )
     if case is None:
         raise web.HTTPNotFound(text="没有这个工单。")
