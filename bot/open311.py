@@ -153,7 +153,7 @@ class Open311API:
         self._check_read(request.query)
         number = request.match_info["id"]
         async with transaction(self.factory) as session:
-            view = await o.find_request(session, number=number, services=self.services)
+            view = None if "\x00" in number else await o.find_request(session, number=number, services=self.services)
         if view is None:
             raise Open311Error(404, m.OPEN311_ERR_NOT_FOUND.format(id=number))
         return _render(fmt, "service_requests", "request", [_request_row(view)])
@@ -290,12 +290,19 @@ def _text(values: MultiMapping[Any], name: str) -> str | None:
     value = values.get(name)
     if not isinstance(value, str):
         return None
-    return value.strip() or None
+    return _no_nul(name, value).strip() or None
+
+
+def _no_nul(name: str, value: str) -> str:
+    """PostgreSQL's text cannot hold NUL: refused here (400), not by the database (503, retried)."""
+    if "\x00" in value:
+        raise Open311Error(400, m.OPEN311_ERR_NUL.format(field=name))
+    return value
 
 
 def _list(values: MultiMapping[str], name: str) -> tuple[str, ...]:
     """A field that "can be declared multiple times, comma delimited"."""
-    items = (p.strip() for v in values.getall(name, []) for p in v.split(","))
+    items = (p.strip() for v in values.getall(name, []) for p in _no_nul(name, v).split(","))
     return tuple(dict.fromkeys(p for p in items if p))
 
 

@@ -7,9 +7,12 @@ entity expansion) before wechatpy's parser sees them.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
+import struct
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +28,10 @@ from wechatpy.replies import TextReply
 from wechatpy.utils import check_signature
 
 from handlers.types import Inbound
+
+# What wechatpy's decryption raises on a ciphertext that is not one (short, badly padded, not
+# base64, for another app id): a 400, never a crash.
+DECRYPT_ERRORS = (InvalidAppIdException, ValueError, TypeError, IndexError, KeyError, struct.error)
 
 
 class ProtocolError(Exception):
@@ -45,12 +52,47 @@ class Parsed:
     nonce: str
 
 
+class SeenQueries:
+    """The signed queries of plaintext requests seen lately, each with a digest of its body.
+
+    In plaintext mode the signature covers the token, timestamp and nonce — not the body. Whoever
+    reads one signed URL (a proxy's access log keeps query strings) could post any body with it,
+    any FromUserName, a leader's too, until the replay window closes. A query comes once, with
+    one body; WeChat's retry sends the same body and passes. Entries live two windows (a timestamp
+    may be a window ahead of now), and there are at most `cap` of them, oldest dropped first.
+    One process's memory: with several processes a replay may reach another one (safe mode,
+    where the signature covers the ciphertext, is the complete answer)."""
+
+    def __init__(self, window: int, cap: int = 100_000) -> None:
+        self.window = window
+        self.cap = cap
+        self._seen: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def first_or_same(self, key: str, body: bytes, now: float) -> bool:
+        """Record the query; False when it came before with another body."""
+        while self._seen:
+            oldest, (at, _) = next(iter(self._seen.items()))
+            if at > now - 2 * self.window and len(self._seen) < self.cap:
+                break
+            del self._seen[oldest]
+        digest = hashlib.sha256(body).digest()
+        prior = self._seen.get(key)
+        if prior is not None:
+            return prior[1] == digest
+        self._seen[key] = (now, digest)
+        return True
+
+
 class WeChatTransport:
     def __init__(self, *, token: str, appid: str, aes_key: str, replay_window: int, max_body: int) -> None:
         self.token = token
         self.replay_window = replay_window
         self.max_body = max_body
         self.crypto = WeChatCrypto(token, aes_key, appid) if aes_key else None
+        self.seen = SeenQueries(replay_window)
 
     def verify_url(self, query: dict[str, str], now: datetime) -> str:
         """GET /wechat: the URL check in the console; echostr goes back unchanged (in every mode)."""
@@ -70,13 +112,18 @@ class WeChatTransport:
                 xml = self.crypto.decrypt_message(body, query.get("msg_signature", ""), query["timestamp"], nonce)
             except InvalidSignatureException as exc:
                 raise ProtocolError(403, "bad msg_signature") from exc
-            except (InvalidAppIdException, ValueError, KeyError, TypeError) as exc:
+            except DECRYPT_ERRORS as exc:
                 raise ProtocolError(400, "cannot decrypt") from exc
             safe_xml(xml.encode() if isinstance(xml, str) else xml)
         elif outer.find("MsgType") is not None:
             # Plaintext mode, or compatible mode on a server without the AES key: the plain fields.
-            xml = body.decode("utf-8")
+            try:
+                xml = body.decode("utf-8")  # WeChat writes UTF-8, whatever an XML declaration says
+            except UnicodeDecodeError as exc:
+                raise ProtocolError(400, "not UTF-8") from exc
             encrypted = False
+            if not self.seen.first_or_same(query.get("signature", ""), body, now.timestamp()):
+                raise ProtocolError(403, "signed query reused with another body")
         else:
             raise ProtocolError(400, "encrypted message but GRIDBOT_WECHAT_AES_KEY is not set")
         try:
@@ -85,7 +132,7 @@ class WeChatTransport:
             raise ProtocolError(400, "not a WeChat message") from exc
         if message is None or not message.source:
             raise ProtocolError(400, "not a WeChat message")
-        return Parsed(to_inbound(message), dedupe_key(message), message.target, encrypted, nonce)
+        return Parsed(to_inbound(message), dedupe_key(message), account_of(message), encrypted, nonce)
 
     def render(self, parsed: Parsed, text: str | None, now: datetime) -> str:
         """The passive reply; "success" when there is nothing to say (WeChat shows nothing)."""
@@ -135,43 +182,98 @@ def dedupe_key(message: BaseMessage, prefix: str = "") -> str:
     return f"{prefix}{message.source}:{message.time}:{event}"
 
 
+# What the database can hold (storage.models): longer is not from WeChat. The dedupe key (200)
+# cannot overflow: MAX_SENDER + a 64-bit MsgId, or + CreateTime + a known event name.
+MAX_SENDER = 64  # openids are 28 characters, WeCom user ids at most 64
+MAX_MEDIA_ID = 200  # case_event.media_id
+MAX_LABEL = 500  # a pin's place name becomes cases.place_text
+_MAX_MSG_ID = 2**64  # MsgId is a 64-bit number
+_FIELD_ERRORS = (ValueError, TypeError, OverflowError, OSError)
+
+
 def to_inbound(message: BaseMessage, channel: str = "wechat") -> Inbound:
-    """wechatpy's message (Official Account or WeCom: same fields) as the handlers' Inbound."""
+    """wechatpy's message (Official Account or WeCom: same fields) as the handlers' Inbound.
+
+    wechatpy converts lazily and trusts the XML's shape: a repeated element comes back as a list,
+    a nested one as a dict, CreateTime as whatever int() makes of it. Here every field is checked
+    for the type the handlers trust, so a malformed message is a 400, not a crash later on."""
+    try:
+        return _to_inbound(message, channel)
+    except _FIELD_ERRORS as exc:
+        raise ProtocolError(400, "malformed message fields") from exc
+
+
+def _to_inbound(message: BaseMessage, channel: str) -> Inbound:
+    sender = _text(message.source)
+    if not sender or len(sender) > MAX_SENDER:
+        raise ValueError("FromUserName")
+    msg_id = int(message.id or 0)
+    if not 0 <= msg_id < _MAX_MSG_ID:
+        raise ValueError("MsgId")
     base: dict[str, Any] = {
         "channel": channel,
-        "sender": message.source,
+        "sender": sender,
         "created_at": datetime.fromtimestamp(int(message.time or 0), UTC),
-        "msg_id": int(message.id) if message.id else None,
+        "msg_id": msg_id or None,
     }
     kind = message.type
     if kind == "text":
-        return Inbound(kind="text", text=message.content or "", **base)
+        return Inbound(kind="text", text=_text(message.content) or "", **base)
     if kind == "image":
-        return Inbound(kind="image", media_id=message.media_id, url=message.image, **base)
+        return Inbound(kind="image", media_id=_media_id(message.media_id), url=_text(message.image), **base)
     if kind == "voice":
-        return Inbound(kind="voice", media_id=message.media_id, text=message.recognition or None, **base)
+        media_id, recognition = _media_id(message.media_id), _text(message.recognition)
+        return Inbound(kind="voice", media_id=media_id, text=recognition or None, **base)
     if kind == "location":
         lat, lon = _coords(message.location_x, message.location_y)
-        return Inbound(kind="location", lat=lat, lon=lon, label=message.label or None, **base)
+        label = (_text(message.label) or "")[:MAX_LABEL]
+        return Inbound(kind="location", lat=lat, lon=lon, label=label or None, **base)
     if kind == "link":
-        return Inbound(kind="link", title=message.title, url=message.url, text=message.description, **base)
+        return Inbound(
+            kind="link", title=_text(message.title), url=_text(message.url), text=_text(message.description), **base
+        )
     if kind == "event":
-        event = (getattr(message, "event", "") or "").lower()
+        event = (_text(getattr(message, "event", "")) or "").lower()
         if event.startswith("subscribe"):
             event = "subscribe"  # also the qrscene_ variants
-        pin: tuple[float | None, float | None] = (
-            getattr(message, "latitude", None),
-            getattr(message, "longitude", None),
-        )
+        pin: tuple[Any, Any] = (getattr(message, "latitude", None), getattr(message, "longitude", None))
+        if pin != (None, None):
+            pin = _coords(*pin)
         return Inbound(kind="event", event=event, lat=pin[0], lon=pin[1], **base)
     return Inbound(kind="unknown", **base)
 
 
+def account_of(message: BaseMessage) -> str:
+    """ToUserName: our account, the sender of the reply."""
+    try:
+        return _text(message.target) or ""
+    except TypeError as exc:
+        raise ProtocolError(400, "malformed ToUserName") from exc
+
+
+def _text(value: Any) -> str | None:
+    """A text field: a string or absent; an element with children (a dict) or repeated (a list) is
+    not a field WeChat sends."""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"expected text, got {type(value).__name__}")
+
+
+def _media_id(value: Any) -> str | None:
+    media_id = _text(value)
+    if media_id is not None and len(media_id) > MAX_MEDIA_ID:
+        raise ValueError("MediaId")
+    return media_id
+
+
 def _coords(x: Any, y: Any) -> tuple[float, float]:
     try:
-        return float(x), float(y)
+        lat, lon = float(x), float(y)
     except (TypeError, ValueError) as exc:
         raise ProtocolError(400, "bad location") from exc
+    if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
+        raise ProtocolError(400, "bad location")
+    return lat, lon
 
 
 def message_xml(

@@ -9,7 +9,6 @@ write to the app, so every sender is a user id (staff), never a resident's openi
 from __future__ import annotations
 
 import secrets
-import struct
 import time
 from datetime import datetime
 from typing import Any
@@ -22,8 +21,10 @@ from wechatpy.exceptions import InvalidSignatureException
 from wechatpy.replies import TextReply
 
 from bot.wechat import (
+    DECRYPT_ERRORS,
     Parsed,
     ProtocolError,
+    account_of,
     check_fresh,
     dedupe_key,
     message_xml,
@@ -34,7 +35,7 @@ from bot.wechat import (
 
 CHANNEL = "wecom"
 DEDUPE_PREFIX = "wecom:"  # an inbound key of a WeCom message can never equal an Official Account one
-_DECRYPT_ERRORS = (InvalidCorpIdException, ValueError, TypeError, IndexError, KeyError, struct.error)
+_DECRYPT_ERRORS = (InvalidCorpIdException, *DECRYPT_ERRORS)
 
 
 class WeComTransport:
@@ -92,7 +93,7 @@ class WeComTransport:
         return Parsed(
             to_inbound(message, CHANNEL),
             dedupe_key(message, DEDUPE_PREFIX),
-            message.target or self.corp_id,
+            account_of(message) or self.corp_id,
             True,
             nonce,
         )

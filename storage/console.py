@@ -67,7 +67,10 @@ async def purge_expired(session: AsyncSession, *, now: datetime) -> None:
     await session.exec(delete(ConsoleSession).where(col(ConsoleSession.expires_at) <= now))  # type: ignore[call-overload]
 
 
-def record_failure(session: AsyncSession, *, subjects: list[str], now: datetime) -> None:
+async def record_failure(session: AsyncSession, *, subjects: list[str], now: datetime, window_start: datetime) -> None:
+    """Count a failed login against each subject, forgetting failures older than the window: a
+    guesser who never gets in would otherwise leave rows behind forever."""
+    await purge_failures(session, before=window_start)
     for subject in subjects:
         session.add(LoginFailure(subject=subject, at=now))
 

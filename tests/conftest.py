@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck
+from hypothesis import settings as settings_profile
 from sqlalchemy import text
 from sqlmodel import select
 
@@ -24,6 +26,15 @@ from bot.wechat import WeChatSimulator
 from bot.wecom import WeComSimulator
 from storage.db import SessionFactory, create_engine, session_factory, transaction, upgrade_sync
 from storage.models import ALL_TABLES, Case, OutboxMessage
+
+# Hypothesis: "ci" (the default) is small and derandomized, so a run is fast and repeatable;
+# HYPOTHESIS_PROFILE=long explores (see benchmarks/README.md, "Hostile input"). The app fixtures are
+# function-scoped on purpose: every example of a test shares one app and database, which is what
+# the tests assert about (nothing grows, nothing breaks, whatever came before).
+_SHARED = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+settings_profile.register_profile("ci", max_examples=25, derandomize=True, database=None, **_SHARED)
+settings_profile.register_profile("long", max_examples=1000, **_SHARED)
+settings_profile.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 TOKEN = "gridbot-test-token"
 APPID = "wx1234567890abcdef"

@@ -310,3 +310,23 @@ async def test_a_case_action_redirects_and_shows_its_reply_once(wechat: WeChat) 
     assert 'id="reply"' not in again
     await wechat.deliver()
     assert len([p for p in wechat.pushes_to(RESIDENT) if "已办结" in p]) == 1
+
+
+async def test_hostile_ids_and_form_values_are_answered_not_a_500(wechat: WeChat) -> None:
+    await login(wechat, "hp_leader")
+    for path in ("/console/staff/²", "/console/staff/99999999999999999999999", "/console/staff/-1"):
+        assert (await wechat.client.get(path)).status == 404, path
+    hp01 = await node_id(wechat, "xf-hp-01")
+    for grid in ("²", "9" * 40, f"{hp01}\x00"):
+        status, _ = await post(wechat, "/console/staff", key="hp_x", name="新人", role="leader", grid=grid)
+        assert status == 400, grid
+    status, _ = await post(
+        wechat,
+        "/console/staff",
+        key="hp_x\x00",
+        name="新\x00人",
+        role="leader",
+        grid=str(hp01),
+        wechat_openid=NEW_OPENID,
+    )
+    assert status in (200, 400)  # added with the NUL dropped, or refused: never a storage error

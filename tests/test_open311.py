@@ -523,3 +523,25 @@ async def test_an_identical_post_without_a_key_within_ten_minutes_is_the_same_re
     wechat.clock.advance(minutes=11)  # past the window: a new report of the same thing
     assert await file_request(wechat, email="a@example.com") != first
     assert len(await wechat.cases()) == 5
+
+
+@pytest.mark.parametrize("field", ["description", "first_name", "email", "address_string", "device_id", "service_code"])
+async def test_a_nul_in_a_field_is_a_400_not_a_storage_error(wechat: WeChat, field: str) -> None:
+    """PostgreSQL's text cannot hold NUL: once a 503 (retried by the client forever), now a 400."""
+    fields = {
+        "api_key": KEY,
+        "service_code": "roads",
+        "lat": HP01_GPS[0],
+        "long": HP01_GPS[1],
+        "description": "路灯坏了",
+    }
+    status, body = await post(wechat, "json", **(fields | {field: "x\x00y"}))
+    assert status == 400 and field in body
+    assert await wechat.cases() == []
+
+
+@pytest.mark.parametrize("params", [{"service_request_id": "G1\x00"}, {"service_code": "\x00"}, {"status": "\x00"}])
+async def test_a_nul_in_a_query_is_a_400_and_in_an_id_a_404(wechat: WeChat, params: dict[str, str]) -> None:
+    resp = await wechat.client.get(f"{V2}/requests.json", params=params)
+    assert resp.status == 400
+    assert (await wechat.client.get(f"{V2}/requests/G20261122-0001%00.json")).status == 404

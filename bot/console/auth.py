@@ -63,6 +63,19 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def text_param(value: object, limit: int) -> str:
+    """A form field or query value as text the database can take: at most `limit` characters and
+    no NUL (PostgreSQL's text cannot hold one; asyncpg refuses the whole statement)."""
+    return str(value).replace("\x00", "")[:limit]
+
+
+def int_param(value: object) -> int | None:
+    """A page number or row id, or None: ASCII digits within 64 bits. ("²".isdigit() is True and
+    int("²") raises; a 30-digit page overflows the database's OFFSET.)"""
+    text = str(value)
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 def redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
@@ -191,7 +204,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     if not login_csrf_ok(request, form):
         return forbidden()
-    key = str(form.get("key", "")).strip()[:64]
+    key = text_param(form.get("key", ""), 200).strip()[:64]
     password = str(form.get("password", ""))[:200]
     window = timedelta(minutes=settings.console_failure_window_minutes)
     subjects = [f"key:{key}", f"ip:{request.remote or '?'}"]
@@ -203,7 +216,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     staff = await store.staff_by_key(session, key) if key else None
     ok = await asyncio.to_thread(check_password, password, staff.password_hash if staff else None)
     if staff is None or not ok:
-        store.record_failure(session, subjects=subjects, now=now)
+        await store.record_failure(session, subjects=subjects, now=now, window_start=now - window)
         log.info("console login failed")
         return _login_page(request, render, error=m.CONSOLE_LOGIN_FAILED, status=401)
     await store.forget_failures(session, subject=subjects[0])

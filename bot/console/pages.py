@@ -14,7 +14,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from bot.app import CLOCK, SERVICES, SETTINGS
-from bot.console.auth import CSRF, KICK, STAFF, db, flash, staff_of, take_flash
+from bot.console.auth import CSRF, KICK, STAFF, db, flash, int_param, staff_of, take_flash, text_param
 from bot.outbox import media_path
 from handlers import console, leader
 from handlers import messages as m
@@ -76,10 +76,11 @@ async def case_list(request: web.Request) -> web.StreamResponse:
     """工单列表: filters by status, grid, category, overdue; search by number or text; pages."""
     services, staff, now = _services(request), staff_of(request), _now(request)
     q = request.query
-    status, category, text = q.get("status", ""), q.get("category", "")[:50], q.get("q", "").strip()[:100]
+    status, category = q.get("status", ""), text_param(q.get("category", ""), 50)
+    text = text_param(q.get("q", ""), 200).strip()[:100]
     overdue = q.get("overdue") == "1"
-    grid = int(q["grid"]) if q.get("grid", "").isdigit() else None
-    page = max(1, int(q["page"])) if q.get("page", "").isdigit() else 1
+    grid = int_param(q.get("grid", ""))
+    page = max(1, int_param(q.get("page", "")) or 1)
     stmt = select(Case).where(console.in_scope(staff, services))
     if status in {s.value for s in Status}:
         stmt = stmt.where(Case.status == status)
@@ -95,6 +96,8 @@ async def case_list(request: web.Request) -> web.StreamResponse:
         stmt = stmt.where((col(Case.number) == text.upper()) | col(Case.description).contains(text, autoescape=True))
     session = db(request)
     total = int((await session.exec(select(func.count()).select_from(stmt.subquery()))).one())
+    pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+    page = min(page, pages)  # past the last page: the last page (and an OFFSET the database can take)
     rows = (
         await session.exec(
             stmt.order_by(col(Case.created_at).desc(), col(Case.id).desc())
@@ -102,7 +105,6 @@ async def case_list(request: web.Request) -> web.StreamResponse:
             .limit(PAGE_SIZE)
         )
     ).all()
-    pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
     filters = {k: v for k, v in q.items() if k != "page" and v}
     return render(
         request,
@@ -138,8 +140,11 @@ def _row(case: Case, services: Services, now: datetime) -> dict[str, Any]:
 
 
 async def _case_or_404(request: web.Request) -> Case:
-    case = await console.visible_case(
-        db(request), staff=staff_of(request), services=_services(request), number=request.match_info["number"]
+    number = request.match_info["number"]
+    case = (
+        await console.visible_case(db(request), staff=staff_of(request), services=_services(request), number=number)
+        if text_param(number, 32) == number  # no NUL (PostgreSQL refuses it), no longer than a number
+        else None
     )
     if case is None:
         raise web.HTTPNotFound(text="没有这个工单。")
@@ -196,12 +201,12 @@ async def case_action(request: web.Request) -> web.StreamResponse:
     if action not in console.ACTIONS:
         raise web.HTTPNotFound(text="没有这个操作。")
     form = await request.post()
-    note, target = str(form.get("note", ""))[:500], str(form.get("target", ""))
+    note, target = text_param(form.get("note", ""), 500), int_param(form.get("target", ""))
     spec = console.ACTIONS[action]
     services = _services(request)
     target_name = ""
     if spec.needs_target:
-        ref = services.grids.refs.get(int(target)) if target.isdigit() else None
+        ref = services.grids.refs.get(target) if target is not None else None
         if ref is None:
             return await _show_case(request, case, reply=m.CONSOLE_NEEDS_TARGET, status=400)
         target_name = ref.name
@@ -225,7 +230,8 @@ async def case_media(request: web.Request) -> web.StreamResponse:
     """A photo on a case's timeline, for those who may see the case: never by a guessable path."""
     case = await _case_or_404(request)
     event_id = request.match_info["event"]
-    event = await db(request).get(CaseEvent, int(event_id)) if event_id.isdigit() else None
+    number = int_param(event_id)
+    event = await db(request).get(CaseEvent, number) if number is not None else None
     media_dir: Path | None = request.config_dict[SETTINGS].media_dir
     if event is None or event.case_id != case.id or not event.media_id or media_dir is None:
         raise web.HTTPNotFound(text="没有这张照片。")

@@ -22,10 +22,12 @@ from bot.console.auth import (
     expected_origin,
     flash,
     forbidden,
+    int_param,
     pre_login_form,
     staff_of,
     start_session,
     take_flash,
+    text_param,
     token_hash,
 )
 from bot.console.pages import ROLE_NAMES, _now, _services, render
@@ -98,7 +100,8 @@ async def staff_index(request: web.Request) -> web.StreamResponse:
 async def _member(request: web.Request, *, manage: bool) -> Staff:
     """The member in the URL: 404 outside the person's scope, 403 if they may see but not manage."""
     raw = request.match_info["id"]
-    member = await store.get_staff(db(request), int(raw)) if raw.isdigit() else None
+    member_id = int_param(raw)
+    member = await store.get_staff(db(request), member_id) if member_id is not None else None
     me, services = staff_of(request), _services(request)
     if member is None or not rules.may_see(me, member, services):
         raise web.HTTPNotFound(text="没有这位工作人员。")
@@ -130,14 +133,14 @@ async def _show_member(request: web.Request, member: Staff, *, message: str | No
 
 def _text(form: Any, name: str, limit: int = 100) -> str:
     value = form.get(name, "")
-    return value.strip()[:limit] if isinstance(value, str) else ""
+    return text_param(value, limit).strip() if isinstance(value, str) else ""
 
 
 async def _spec(request: web.Request, form: Any, *, member: Staff | None) -> StaffSpec | str:
     """The form as a checked StaffSpec (the grid file's own rules), or what is wrong with it."""
     services = _services(request)
     grid = _text(form, "grid", 20)
-    grid_id = int(grid) if grid.isdigit() else None
+    grid_id = int_param(grid)
     if grid_id is None or grid_id not in rules.managed_nodes(staff_of(request), services):
         return m.CONSOLE_STAFF_GRID_NOT_YOURS
     contacts: dict[str, str | None] = {}
@@ -190,8 +193,10 @@ async def add_member(request: web.Request) -> web.StreamResponse:
     if problem is not None or isinstance(spec, str):
         request[FORM] = {k: _text(form, k, 64) for k in ("key", "name", "role", "grid", "channel")}
         return await staff_list(request, message=problem, status=400)
-    member = Staff(key=spec.key, name=spec.name, role=spec.role, grid_id=int(_text(form, "grid", 20)))
-    _apply(member, spec, member.grid_id)
+    grid_id = int_param(_text(form, "grid", 20))
+    assert grid_id is not None  # _spec checked it
+    member = Staff(key=spec.key, name=spec.name, role=spec.role, grid_id=grid_id)
+    _apply(member, spec, grid_id)
     await store.save(db(request), member)
     return flash(request, f"/console/staff/{member.id}", m.CONSOLE_STAFF_ADDED.format(name=member.name, key=member.key))
 
@@ -203,7 +208,9 @@ async def edit_member(request: web.Request) -> web.StreamResponse:
     problem = spec if isinstance(spec, str) else await _problem(request, spec, member=member)
     if problem is not None or isinstance(spec, str):
         return await _show_member(request, member, message=problem, status=400)
-    _apply(member, spec, int(_text(form, "grid", 20)))
+    grid_id = int_param(_text(form, "grid", 20))
+    assert grid_id is not None  # _spec checked it
+    _apply(member, spec, grid_id)
     await store.save(db(request), member)
     return flash(request, f"/console/staff/{member.id}", m.CONSOLE_STAFF_SAVED.format(name=member.name))
 
