@@ -9,10 +9,11 @@ the engine should next look at it (`next_ping_at`, indexed), and up to when its 
 out once, the latest of each kind only. A change of status (or a 进展 note) starts a new step and
 cancels the pings not yet delivered (storage.cases.transition); a closed case is never looked at again.
 
-Two processes never send a ping twice: due cases are claimed in one statement that moves their
-`next_ping_at` a lease ahead (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: one writer at a time), and
-each case's pings are written only if its `next_ping_at` still holds that lease (compare-and-set), in
-the same transaction as the pushes.
+Two processes never send a ping twice: due cases are claimed in one statement that inserts a lease
+row per case into the narrow `ping_lease` table (INSERT … ON CONFLICT DO UPDATE only where the lease
+has run out: the unique key decides between two engines), and each case's pings are written only if
+its `next_ping_at` is still the one seen at the claim and the lease is still ours (compare-and-set),
+in the same transaction as the pushes, with the case row locked.
 """
 
 from __future__ import annotations
@@ -153,7 +154,10 @@ class FollowUp:
         return made
 
     async def _chase(self, session: AsyncSession, case_id: int, now: datetime, lease_until: datetime) -> int:
-        case = await session.get(Case, case_id)
+        # Locked (PostgreSQL) from here to the commit: a leader's action lands wholly before this read
+        # (its new next_ping_at fails the compare-and-set below) or after the commit (and cancels the
+        # pings not yet delivered), never between the plan and the pushes.
+        case = await session.get(Case, case_id, with_for_update=True)
         if case is None:
             return 0
         decision = decide(case, self.services.policy, now)

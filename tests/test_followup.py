@@ -15,7 +15,7 @@ import pytest
 from sqlmodel import col, select
 
 from bot.app import FACTORY, FOLLOW_UP, SERVICES
-from handlers.followup import FollowUp
+from handlers.followup import LEASE, FollowUp
 from storage import cases
 from storage.db import create_engine, session_factory, transaction
 from storage.lifecycle import Status
@@ -221,3 +221,44 @@ async def test_a_leader_acting_between_claim_and_chase_wins_and_nothing_is_sent(
         assert await engine._chase(session, case_id, now, lease) == 0
     assert await pings(wechat) == []
     assert await engine.tick(wechat.clock.now()) == 0  # re-planned from the accepted state: nothing due
+
+
+async def test_a_lease_that_ran_out_passes_to_another_engine_and_the_late_one_sends_nothing(wechat: WeChat) -> None:
+    """An engine claims the lamp at its accept deadline, then stalls (a crash, a long pause): while its
+    lease lives no other engine takes the case; once it has run out another does, and pings once; the
+    stalled engine, waking with its old lease, sends nothing."""
+    await wechat.text(RESIDENT, LAMP)
+    wechat.clock.advance(days=1)  # Monday 10:00: 超时未接单 due
+    stalled, other = wechat.app[FOLLOW_UP], FollowUp(wechat.app[FACTORY], wechat.app[SERVICES])
+    now, lease = wechat.clock.now(), wechat.clock.now() + LEASE
+    async with transaction(wechat.app[FACTORY]) as session:
+        [case_id] = await cases.claim_due_pings(session, now=now, lease_until=lease, limit=10)
+    wechat.clock.advance(seconds=LEASE.total_seconds() - 1)
+    assert await other.tick(wechat.clock.now()) == 0  # the lease lives: not taken
+    assert await pings(wechat) == []
+    wechat.clock.advance(seconds=1)
+    assert await other.tick(wechat.clock.now()) == 1  # run out: taken again, pinged
+    assert await pings(wechat) == [(LEADER_HP01, "【超时未接单】")]
+    async with transaction(wechat.app[FACTORY]) as session:
+        assert await stalled._chase(session, case_id, now, lease) == 0
+    assert await other.tick(wechat.clock.now()) == 0
+    assert await pings(wechat) == [(LEADER_HP01, "【超时未接单】")]
+
+
+async def test_a_leader_acting_while_the_case_is_leased_gets_it_planned_anew_after_the_lease(wechat: WeChat) -> None:
+    """The engine claims the lamp, a leader accepts it before the chase, the chase sends nothing (its
+    compare-and-set fails), and the accepted case is then chased for its own next step: 无进展 three
+    days on, not 超时未接单."""
+    await wechat.text(RESIDENT, LAMP)
+    wechat.clock.advance(days=1)
+    engine: FollowUp = wechat.app[FOLLOW_UP]
+    now, lease = wechat.clock.now(), wechat.clock.now() + LEASE
+    async with transaction(wechat.app[FACTORY]) as session:
+        [case_id] = await cases.claim_due_pings(session, now=now, lease_until=lease, limit=10)
+    await wechat.text(LEADER_HP01, "接单")
+    async with transaction(wechat.app[FACTORY]) as session:
+        assert await engine._chase(session, case_id, now, lease) == 0
+    await run_until(wechat, at("2026-11-26 09:59"))
+    assert await pings(wechat) == []
+    await run_until(wechat, at("2026-11-26 10:00"))
+    assert await pings(wechat) == [(LEADER_HP01, "【无进展】")]
