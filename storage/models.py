@@ -342,4 +342,5 @@ ALL_TABLES = [
     Open311Request,
     CaseCounter,
     AccessToken,
+    PingLease,
 ]
