@@ -15,6 +15,7 @@ import pytest
 from sqlmodel import col, select
 
 from bot.app import FACTORY, FOLLOW_UP, SERVICES
+from handlers import followup
 from handlers.followup import LEASE, FollowUp
 from storage import cases
 from storage.db import create_engine, session_factory, transaction
@@ -262,3 +263,42 @@ async def test_a_leader_acting_while_the_case_is_leased_gets_it_planned_anew_aft
     assert await pings(wechat) == []
     await run_until(wechat, at("2026-11-26 10:00"))
     assert await pings(wechat) == [(LEADER_HP01, "【无进展】")]
+
+
+async def test_one_case_failing_in_a_tick_keeps_its_trouble_and_comes_back_after_its_lease(
+    wechat: WeChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three lamps due in one tick, chased in one transaction; planning the second one fails (a bug, a
+    bad row): the other two are pinged all the same, and the second once its lease has run out."""
+    for n in range(3):
+        resident = f"o_resident_{n:02d}"
+        await wechat.location(resident, 39.9230, 116.4005 + 0.0025 * n)
+        await wechat.text(resident, "这里的路灯坏了")
+    first, broken, third = sorted(c.id for c in await wechat.cases())
+    real_decide = followup.decide
+
+    def decide(case: Case, *args: object) -> followup.Decision:
+        if case.id == broken:
+            raise RuntimeError("a bad row")
+        return real_decide(case, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(followup, "decide", decide)
+    wechat.clock.advance(days=1)
+    assert await wechat.app[FOLLOW_UP].tick(wechat.clock.now()) == 2
+    assert await pinged_cases(wechat) == [first, third]
+    monkeypatch.setattr(followup, "decide", real_decide)
+    wechat.clock.advance(seconds=LEASE.total_seconds() - 1)
+    assert await wechat.app[FOLLOW_UP].tick(wechat.clock.now()) == 0  # its lease still lives
+    wechat.clock.advance(seconds=1)
+    assert await wechat.app[FOLLOW_UP].tick(wechat.clock.now()) == 1
+    assert await pinged_cases(wechat) == [first, third, broken]
+
+
+async def pinged_cases(wechat: WeChat) -> list[int | None]:
+    async with transaction(wechat.app[FACTORY]) as session:
+        rows = (
+            await session.exec(
+                select(OutboxMessage).where(OutboxMessage.kind == "ping").order_by(col(OutboxMessage.id))
+            )
+        ).all()
+    return [r.case_id for r in rows]
