@@ -343,8 +343,9 @@ async def measure_tick(
     due: int,
     repeats: int,
     rng: random.Random,
+    chunk: int = 0,
 ) -> dict[str, Any]:
-    follow_up = FollowUp(factory, services)
+    follow_up = FollowUp(factory, services, **({"chunk": chunk} if chunk else {}))
     watch = Statements(engine)
     totals, made, stmts, in_stmts = [], [], [], []
     for _ in range(repeats):
@@ -435,7 +436,9 @@ async def main(args: argparse.Namespace) -> None:
             )
             results.append((n_open, due, lim, claim, None))
         if args.tick_repeats:
-            tick = await measure_tick(engine, factory, services, ids, due=due, repeats=args.tick_repeats, rng=rng)
+            tick = await measure_tick(
+                engine, factory, services, ids, due=due, repeats=args.tick_repeats, rng=rng, chunk=args.chunk
+            )
             t = tick["tick"]
             per_case = t["median"] / tick["cases"]
             print(
@@ -466,6 +469,7 @@ if __name__ == "__main__":
     parser.add_argument("--tick-repeats", type=int, default=3, help="whole ticks timed per point (0: none)")
     parser.add_argument("--sweep", action="store_true", help="due 100/1k/10k at 1M open; 1k due at 10k/100k/1M")
     parser.add_argument("--no-explain", action="store_true")
+    parser.add_argument("--chunk", type=int, default=0, help="cases chased per transaction (default: the engine's)")
     parser.add_argument("--reuse", action="store_true", help="keep the database's cases; load only what is missing")
     parser.add_argument("--revision", default="head", help="migrate only this far (e.g. 0004: before an index change)")
     asyncio.run(main(parser.parse_args()))
