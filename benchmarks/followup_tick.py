@@ -402,10 +402,10 @@ async def main(args: argparse.Namespace) -> None:
     have = 0
     if args.reuse:
         async with engine.connect() as conn:
-            have = (await conn.execute(select(func.count()).select_from(Case))).scalar_one()
             if engine.dialect.name == "postgresql":  # the last run's churn, as autovacuum would leave it
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await conn.execute(text("VACUUM ANALYZE"))
+            have = (await conn.execute(select(func.count()).select_from(Case))).scalar_one()
         print(f"reusing the database: {have:,} cases")
     for n_open, due in points:
         if n_open < have:
