@@ -352,7 +352,7 @@ def due_pings_claim(dialect: str, *, now: datetime, lease_until: datetime, limit
         INSERT INTO ping_lease (case_id, lease_until, seen_next_ping_at)
         SELECT id, :lease_until, next_ping_at FROM cases
          WHERE next_ping_at <= :now AND NOT EXISTS (a live lease on it)
-         ORDER BY next_ping_at, id LIMIT :limit
+         ORDER BY next_ping_at LIMIT :limit
         ON CONFLICT (case_id) DO UPDATE SET ... WHERE ping_lease.lease_until <= :now  -- expired only
         RETURNING case_id
 
@@ -364,7 +364,7 @@ def due_pings_claim(dialect: str, *, now: datetime, lease_until: datetime, limit
     due = (
         select(col(Case.id), literal(lease_until, UTCDateTime), col(Case.next_ping_at))
         .where(col(Case.next_ping_at) <= now, ~live.exists())
-        .order_by(col(Case.next_ping_at), col(Case.id))
+        .order_by(col(Case.next_ping_at))  # the index's order: the scan stops at `limit` (with id: a sort)
         .limit(limit)
     )
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
