@@ -15,9 +15,9 @@ with fewer open cases than it holds are skipped.
 Migrations, the demo street office, then the open cases (已派遣/已接单/处理中, next look-at spread over
 the next three weeks) bulk-loaded. Each repeat marks a fresh random cohort due (untimed), then times:
 (a) the claim alone, `claim_due_pings` in its own transaction (commit included);
-(b) a whole `FollowUp.tick(now)`: the claim, then one transaction per case (plan, compare-and-set,
-    pings queued in the outbox). Half the due cases owe a 超时未接单, a sixth an escalation (督办, two
-    pushes), a third are stalled (无进展).
+(b) a whole `FollowUp.tick(now)`: the claim, then the chase of each case, a chunk of them per
+    transaction and a savepoint each (plan, compare-and-set, pings queued in the outbox). Half the
+    due cases owe a 超时未接单, a sixth an escalation (督办, two pushes), a third are stalled (无进展).
 Run by hand; not part of the tests.
 """
 
