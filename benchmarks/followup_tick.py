@@ -4,16 +4,20 @@ a million cases are open, and how long the whole tick (plan, compare-and-set, pi
     .venv/bin/python benchmarks/followup_tick.py [--open 1000000] [--due 1000] [--limit 1000]
     .venv/bin/python benchmarks/followup_tick.py --sweep      # due 100/1k/10k at 1M; 1k due at 10k/100k/1M
     .venv/bin/python benchmarks/followup_tick.py --revision 0004   # migrate only this far (an older schema)
+    .venv/bin/python benchmarks/followup_tick.py --reuse ...  # keep the database's cases (see below)
     GRIDBOT_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test_bench .venv/bin/python benchmarks/...
 
 A fresh database each run: a SQLite file in a temp dir, or the PostgreSQL database named by
 GRIDBOT_DATABASE_URL, whose public schema is DROPPED and recreated (point it at a scratch database).
+With --reuse (and GRIDBOT_DATABASE_URL, a sqlite+aiosqlite:////path file or PostgreSQL) the database
+is kept and migrated up to --revision, its cases counted, and only the missing ones loaded; points
+with fewer open cases than it holds are skipped.
 Migrations, the demo street office, then the open cases (已派遣/已接单/处理中, next look-at spread over
 the next three weeks) bulk-loaded. Each repeat marks a fresh random cohort due (untimed), then times:
 (a) the claim alone, `claim_due_pings` in its own transaction (commit included);
-(b) a whole `FollowUp.tick(now)`: the claim, then one transaction per case (plan, compare-and-set,
-    pings queued in the outbox). Half the due cases owe a 超时未接单, a sixth an escalation (督办, two
-    pushes), a third are stalled (无进展).
+(b) a whole `FollowUp.tick(now)`: the claim, then the chase of each case, a chunk of them per
+    transaction and a savepoint each (plan, compare-and-set, pings queued in the outbox). Half the
+    due cases owe a 超时未接单, a sixth an escalation (督办, two pushes), a third are stalled (无进展).
 Run by hand; not part of the tests.
 """
 
@@ -37,7 +41,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, event, func, insert, text, update
+from sqlalchemy import bindparam, delete, event, func, insert, inspect, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
@@ -48,7 +52,7 @@ from handlers.followup import LEASE, FollowUp
 from storage import cases, grids
 from storage.db import SessionFactory, create_engine, session_factory, transaction, upgrade
 from storage.lifecycle import Status
-from storage.models import Case, GridNode, OutboxMessage, Resident
+from storage.models import Case, GridNode, OutboxMessage, PingLease, Resident
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 office time: no quiet hours, no holiday
 CATEGORIES = ["市容环境", "道路设施", "噪音扰民", "供水供电供气", "物业管理", "矛盾纠纷", "治安隐患", "其他"]
@@ -252,10 +256,13 @@ async def mark_due(engine: AsyncEngine, ids: list[int], rng: random.Random) -> N
 
 
 async def unmark(engine: AsyncEngine, ids: list[int], rng: random.Random) -> None:
-    """The cohort goes back among the not-yet-due (claimed or not)."""
+    """The cohort goes back among the not-yet-due (claimed or not), its leases (if any) ended: as a
+    tick would leave them, so leases do not pile up from one repeat to the next."""
     rows = [{"b_id": i, "b_next": NOW + timedelta(seconds=rng.uniform(60, 21 * 86400))} for i in ids]
     async with engine.begin() as conn:
         await conn.execute(_SET_NOT_DUE, rows)
+        if await conn.run_sync(lambda sync: inspect(sync).has_table(PingLease.__tablename__)):
+            await conn.execute(delete(PingLease))
 
 
 # --------------------------------------------------------------------------------------- measuring
@@ -336,8 +343,9 @@ async def measure_tick(
     due: int,
     repeats: int,
     rng: random.Random,
+    chunk: int = 0,
 ) -> dict[str, Any]:
-    follow_up = FollowUp(factory, services)
+    follow_up = FollowUp(factory, services, **({"chunk": chunk} if chunk else {}))
     watch = Statements(engine)
     totals, made, stmts, in_stmts = [], [], [], []
     for _ in range(repeats):
@@ -374,7 +382,10 @@ async def main(args: argparse.Namespace) -> None:
     tmp = tempfile.mkdtemp()
     url = os.environ.get("GRIDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp}/bench.sqlite3")
     backend = url.split(":", 1)[0]
-    await fresh_database(url, args.revision)
+    if args.reuse:
+        await upgrade(url, args.revision)
+    else:
+        await fresh_database(url, args.revision)
     engine = create_engine(url)
     factory = session_factory(engine)
     services = await load_services(factory, Settings(database_url=url, grid_file=DEMO_GRID_FILE, _env_file=None))  # type: ignore[call-arg]
@@ -389,7 +400,17 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{backend} at migration {args.revision}: engine batch {batch}, claim limit {limit}, now {NOW.isoformat()}")
     results = []
     have = 0
+    if args.reuse:
+        async with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":  # the last run's churn, as autovacuum would leave it
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.execute(text("VACUUM ANALYZE"))
+            have = (await conn.execute(select(func.count()).select_from(Case))).scalar_one()
+        print(f"reusing the database: {have:,} cases")
     for n_open, due in points:
+        if n_open < have:
+            print(f"skipped {n_open:,} open: the reused database holds {have:,}")
+            continue
         if n_open > have:
             seconds = await grow(url, owners, rng, have, n_open)
             print(f"loaded {n_open - have:,} open cases in {seconds:.1f} s ({(n_open - have) / seconds:,.0f}/s)")
@@ -415,7 +436,9 @@ async def main(args: argparse.Namespace) -> None:
             )
             results.append((n_open, due, lim, claim, None))
         if args.tick_repeats:
-            tick = await measure_tick(engine, factory, services, ids, due=due, repeats=args.tick_repeats, rng=rng)
+            tick = await measure_tick(
+                engine, factory, services, ids, due=due, repeats=args.tick_repeats, rng=rng, chunk=args.chunk
+            )
             t = tick["tick"]
             per_case = t["median"] / tick["cases"]
             print(
@@ -446,5 +469,7 @@ if __name__ == "__main__":
     parser.add_argument("--tick-repeats", type=int, default=3, help="whole ticks timed per point (0: none)")
     parser.add_argument("--sweep", action="store_true", help="due 100/1k/10k at 1M open; 1k due at 10k/100k/1M")
     parser.add_argument("--no-explain", action="store_true")
+    parser.add_argument("--chunk", type=int, default=0, help="cases chased per transaction (default: the engine's)")
+    parser.add_argument("--reuse", action="store_true", help="keep the database's cases; load only what is missing")
     parser.add_argument("--revision", default="head", help="migrate only this far (e.g. 0004: before an index change)")
     asyncio.run(main(parser.parse_args()))

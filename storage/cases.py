@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, tzinfo
 
-from sqlalchemy import Update, func, update
+from sqlalchemy import Insert, delete, func, literal, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage import outbox
 from storage.db import insert_once
 from storage.lifecycle import FINAL_STATUSES, OPEN_STATUSES, Action, Role, Status, next_status
-from storage.models import Case, CaseCounter, CaseEvent, CaseFollower, CaseRef, LabelledExample, Resident, Staff
+from storage.models import (
+    Case,
+    CaseCounter,
+    CaseEvent,
+    CaseFollower,
+    CaseRef,
+    LabelledExample,
+    PingLease,
+    Resident,
+    Staff,
+)
+from storage.types import UTCDateTime
 
 
 async def next_case_number(session: AsyncSession, *, now: datetime, zone: tzinfo) -> str:
@@ -326,39 +338,65 @@ async def claim_suspended(session: AsyncSession, *, case_id: int, now: datetime)
 
 
 async def claim_due_pings(session: AsyncSession, *, now: datetime, lease_until: datetime, limit: int) -> list[int]:
-    """Lease the cases whose follow-up is due (oldest due first) in one statement: their next_ping_at
-    moves to `lease_until`, so no other engine takes them, and a crashed one's come back after it.
-    Served by the index on next_ping_at: the cost grows with the number due, not the number open."""
+    """Lease the cases whose follow-up is due (oldest due first) in one statement: a row in
+    `ping_lease` per case, so no other engine takes them until `lease_until`, and a crashed one's
+    come back after it. Served by the index on next_ping_at: the cost grows with the number due, not
+    the number open; and the only table written is the narrow ping_lease."""
     stmt = due_pings_claim(session.get_bind().dialect.name, now=now, lease_until=lease_until, limit=limit)
     return [int(i) for i in (await session.exec(stmt)).scalars().all()]  # type: ignore[call-overload]
 
 
-def due_pings_claim(dialect: str, *, now: datetime, lease_until: datetime, limit: int) -> Update:
-    """The statement behind claim_due_pings (apart so benchmarks/followup_tick.py can EXPLAIN it)."""
-    due = select(Case.id).where(col(Case.next_ping_at) <= now).order_by(col(Case.next_ping_at)).limit(limit)
-    if dialect == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    return (
-        update(Case)
-        .where(col(Case.id).in_(due.scalar_subquery()))
-        .values(next_ping_at=lease_until)
-        .returning(col(Case.id))
-        .execution_options(synchronize_session=False)
+def due_pings_claim(dialect: str, *, now: datetime, lease_until: datetime, limit: int) -> Insert:
+    """The statement behind claim_due_pings (apart so benchmarks/followup_tick.py can EXPLAIN it):
+
+        INSERT INTO ping_lease (case_id, lease_until, seen_next_ping_at)
+        SELECT id, :lease_until, next_ping_at FROM cases
+         WHERE next_ping_at <= :now AND NOT EXISTS (a live lease on it)
+         ORDER BY next_ping_at LIMIT :limit
+        ON CONFLICT (case_id) DO UPDATE SET ... WHERE ping_lease.lease_until <= :now  -- expired only
+        RETURNING case_id
+
+    Two engines at once (PostgreSQL, READ COMMITTED): both may select a case, but the unique key lets
+    one insert win; the other waits for it to commit, then finds a live lease, updates nothing and
+    returns nothing for that case. SQLite has one writer at a time. ON CONFLICT is dialect SQL (the
+    same on both): hence this one function."""
+    live = select(PingLease.case_id).where(col(PingLease.case_id) == col(Case.id), col(PingLease.lease_until) > now)
+    due = (
+        select(col(Case.id), literal(lease_until, UTCDateTime), col(Case.next_ping_at))
+        .where(col(Case.next_ping_at) <= now, ~live.exists())
+        .order_by(col(Case.next_ping_at))  # the index's order: the scan stops at `limit` (with id: a sort)
+        .limit(limit)
     )
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(PingLease).from_select(["case_id", "lease_until", "seen_next_ping_at"], due)
+    return stmt.on_conflict_do_update(
+        index_elements=[col(PingLease.case_id)],
+        set_={"lease_until": stmt.excluded.lease_until, "seen_next_ping_at": stmt.excluded.seen_next_ping_at},
+        where=col(PingLease.lease_until) <= now,
+    ).returning(col(PingLease.case_id))
 
 
 async def settle_pings(
     session: AsyncSession, *, case_id: int, lease_until: datetime, next_at: datetime | None, pinged_until: datetime
 ) -> bool:
-    """Record a chase of a leased case; False when the case changed since it was leased (a leader
-    acted: their transition set next_ping_at anew), and then nothing may be sent."""
+    """Record a chase of a leased case and end the lease; False when the case changed since it was
+    leased (a leader acted: their transition set next_ping_at anew), or the lease is no longer ours
+    (it ran out and another engine took the case), and then nothing may be sent."""
+    seen = (
+        select(PingLease.seen_next_ping_at)
+        .where(col(PingLease.case_id) == case_id, col(PingLease.lease_until) == lease_until)
+        .scalar_subquery()
+    )
     stmt = (
         update(Case)
-        .where(col(Case.id) == case_id, col(Case.next_ping_at) == lease_until)
+        .where(col(Case.id) == case_id, col(Case.next_ping_at) == seen)
         .values(next_ping_at=next_at, pinged_until=pinged_until)
         .execution_options(synchronize_session=False)
     )
-    return (await session.exec(stmt)).rowcount == 1  # type: ignore[call-overload,no-any-return]
+    settled = (await session.exec(stmt)).rowcount == 1  # type: ignore[call-overload]
+    mine = delete(PingLease).where(col(PingLease.case_id) == case_id, col(PingLease.lease_until) == lease_until)
+    await session.exec(mine)  # type: ignore[call-overload]
+    return bool(settled)
 
 
 async def unplaced_before(session: AsyncSession, *, before: datetime, limit: int = 100) -> list[int]:

@@ -130,6 +130,21 @@ class Case(SQLModel, table=True):
     pinged_until: datetime | None = _utc(default=None)
 
 
+class PingLease(SQLModel, table=True):
+    """A follow-up engine's claim on a due case (handlers/followup.py), until `lease_until`.
+
+    Kept apart from `cases` so that claiming a thousand due cases writes a few pages of this narrow
+    table, not a thousand pages of the wide one (and its dozen indexes). `seen_next_ping_at` is the
+    case's `next_ping_at` when claimed: the chase is recorded only if it still holds (compare-and-set),
+    so a leader's action in between, or another engine that reclaimed an expired lease, wins. No
+    foreign key on purpose: on PostgreSQL its check would row-lock, hence write, every claimed case."""
+
+    __tablename__ = "ping_lease"
+    case_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    lease_until: datetime = _utc()
+    seen_next_ping_at: datetime = _utc()
+
+
 class CaseFollower(SQLModel, table=True):
     """A resident who reported the same problem again, and gets the same updates."""
 
@@ -356,4 +371,5 @@ ALL_TABLES = [
     Open311Request,
     CaseCounter,
     AccessToken,
+    PingLease,
 ]

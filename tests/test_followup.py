@@ -15,7 +15,8 @@ import pytest
 from sqlmodel import col, select
 
 from bot.app import FACTORY, FOLLOW_UP, SERVICES
-from handlers.followup import FollowUp
+from handlers import followup
+from handlers.followup import LEASE, FollowUp
 from storage import cases
 from storage.db import create_engine, session_factory, transaction
 from storage.lifecycle import Status
@@ -221,3 +222,83 @@ async def test_a_leader_acting_between_claim_and_chase_wins_and_nothing_is_sent(
         assert await engine._chase(session, case_id, now, lease) == 0
     assert await pings(wechat) == []
     assert await engine.tick(wechat.clock.now()) == 0  # re-planned from the accepted state: nothing due
+
+
+async def test_a_lease_that_ran_out_passes_to_another_engine_and_the_late_one_sends_nothing(wechat: WeChat) -> None:
+    """An engine claims the lamp at its accept deadline, then stalls (a crash, a long pause): while its
+    lease lives no other engine takes the case; once it has run out another does, and pings once; the
+    stalled engine, waking with its old lease, sends nothing."""
+    await wechat.text(RESIDENT, LAMP)
+    wechat.clock.advance(days=1)  # Monday 10:00: 超时未接单 due
+    stalled, other = wechat.app[FOLLOW_UP], FollowUp(wechat.app[FACTORY], wechat.app[SERVICES])
+    now, lease = wechat.clock.now(), wechat.clock.now() + LEASE
+    async with transaction(wechat.app[FACTORY]) as session:
+        [case_id] = await cases.claim_due_pings(session, now=now, lease_until=lease, limit=10)
+    wechat.clock.advance(seconds=LEASE.total_seconds() - 1)
+    assert await other.tick(wechat.clock.now()) == 0  # the lease lives: not taken
+    assert await pings(wechat) == []
+    wechat.clock.advance(seconds=1)
+    assert await other.tick(wechat.clock.now()) == 1  # run out: taken again, pinged
+    assert await pings(wechat) == [(LEADER_HP01, "【超时未接单】")]
+    async with transaction(wechat.app[FACTORY]) as session:
+        assert await stalled._chase(session, case_id, now, lease) == 0
+    assert await other.tick(wechat.clock.now()) == 0
+    assert await pings(wechat) == [(LEADER_HP01, "【超时未接单】")]
+
+
+async def test_a_leader_acting_while_the_case_is_leased_gets_it_planned_anew_after_the_lease(wechat: WeChat) -> None:
+    """The engine claims the lamp, a leader accepts it before the chase, the chase sends nothing (its
+    compare-and-set fails), and the accepted case is then chased for its own next step: 无进展 three
+    days on, not 超时未接单."""
+    await wechat.text(RESIDENT, LAMP)
+    wechat.clock.advance(days=1)
+    engine: FollowUp = wechat.app[FOLLOW_UP]
+    now, lease = wechat.clock.now(), wechat.clock.now() + LEASE
+    async with transaction(wechat.app[FACTORY]) as session:
+        [case_id] = await cases.claim_due_pings(session, now=now, lease_until=lease, limit=10)
+    await wechat.text(LEADER_HP01, "接单")
+    async with transaction(wechat.app[FACTORY]) as session:
+        assert await engine._chase(session, case_id, now, lease) == 0
+    await run_until(wechat, at("2026-11-26 09:59"))
+    assert await pings(wechat) == []
+    await run_until(wechat, at("2026-11-26 10:00"))
+    assert await pings(wechat) == [(LEADER_HP01, "【无进展】")]
+
+
+async def test_one_case_failing_in_a_tick_keeps_its_trouble_and_comes_back_after_its_lease(
+    wechat: WeChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three lamps due in one tick, chased in one transaction; planning the second one fails (a bug, a
+    bad row): the other two are pinged all the same, and the second once its lease has run out."""
+    for n in range(3):
+        resident = f"o_resident_{n:02d}"
+        await wechat.location(resident, 39.9230, 116.4005 + 0.0025 * n)
+        await wechat.text(resident, "这里的路灯坏了")
+    first, broken, third = sorted(c.id for c in await wechat.cases())
+    real_decide = followup.decide
+
+    def decide(case: Case, *args: object) -> followup.Decision:
+        if case.id == broken:
+            raise RuntimeError("a bad row")
+        return real_decide(case, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(followup, "decide", decide)
+    wechat.clock.advance(days=1)
+    assert await wechat.app[FOLLOW_UP].tick(wechat.clock.now()) == 2
+    assert await pinged_cases(wechat) == [first, third]
+    monkeypatch.setattr(followup, "decide", real_decide)
+    wechat.clock.advance(seconds=LEASE.total_seconds() - 1)
+    assert await wechat.app[FOLLOW_UP].tick(wechat.clock.now()) == 0  # its lease still lives
+    wechat.clock.advance(seconds=1)
+    assert await wechat.app[FOLLOW_UP].tick(wechat.clock.now()) == 1
+    assert await pinged_cases(wechat) == [first, third, broken]
+
+
+async def pinged_cases(wechat: WeChat) -> list[int | None]:
+    async with transaction(wechat.app[FACTORY]) as session:
+        rows = (
+            await session.exec(
+                select(OutboxMessage).where(OutboxMessage.kind == "ping").order_by(col(OutboxMessage.id))
+            )
+        ).all()
+    return [r.case_id for r in rows]
