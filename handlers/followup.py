@@ -152,6 +152,8 @@ class FollowUp:
                 made += await self._chase_chunk(chunk, now, lease_until)
             except Exception:  # e.g. the commit failed: these cases' leases run out, they come back
                 log.exception("follow-up chunk failed", extra={"case_ids": chunk})
+        async with transaction(self.factory) as session:
+            await cases.forget_stale_leases(session, before=now - LEASE)
         return made
 
     async def _chase_chunk(self, case_ids: list[int], now: datetime, lease_until: datetime) -> int:

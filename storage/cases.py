@@ -337,6 +337,14 @@ async def claim_suspended(session: AsyncSession, *, case_id: int, now: datetime)
     return await session.get(Case, case_id)
 
 
+async def forget_stale_leases(session: AsyncSession, *, before: datetime) -> int:
+    """Drop leases that ran out before `before`: an engine died holding them and the case was never
+    due again (closed meanwhile), so no later claim overwrote them. The table stays as small as the
+    work in flight."""
+    result = await session.exec(delete(PingLease).where(col(PingLease.lease_until) < before))  # type: ignore[call-overload]
+    return int(result.rowcount or 0)
+
+
 async def claim_due_pings(session: AsyncSession, *, now: datetime, lease_until: datetime, limit: int) -> list[int]:
     """Lease the cases whose follow-up is due (oldest due first) in one statement: a row in
     `ping_lease` per case, so no other engine takes them until `lease_until`, and a crashed one's

@@ -20,7 +20,7 @@ from handlers.followup import LEASE, FollowUp
 from storage import cases
 from storage.db import create_engine, session_factory, transaction
 from storage.lifecycle import Status
-from storage.models import Case, OutboxMessage
+from storage.models import Case, OutboxMessage, PingLease
 from tests.conftest import LEADER_HP, LEADER_HP01, RESIDENT, WeChat
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -244,6 +244,30 @@ async def test_a_lease_that_ran_out_passes_to_another_engine_and_the_late_one_se
         assert await stalled._chase(session, case_id, now, lease) == 0
     assert await other.tick(wechat.clock.now()) == 0
     assert await pings(wechat) == [(LEADER_HP01, "【超时未接单】")]
+
+
+async def test_a_dead_engines_lease_on_a_case_closed_meanwhile_is_cleared(wechat: WeChat) -> None:
+    """The engine that claimed the lamp dies; the case is closed (重复) before it is due again, so no
+    claim ever overwrites the lease: a later tick clears it once it has been dead a lease long."""
+    await wechat.text(RESIDENT, LAMP)
+    wechat.clock.advance(days=1)
+    now = wechat.clock.now()
+    async with transaction(wechat.app[FACTORY]) as session:
+        [case_id] = await cases.claim_due_pings(session, now=now, lease_until=now + LEASE, limit=10)
+    [case] = await wechat.cases()
+    await wechat.text(LEADER_HP01, f"不属实 {case.number} 现场路灯正常")
+    engine: FollowUp = wechat.app[FOLLOW_UP]
+    wechat.clock.advance(seconds=LEASE.total_seconds() * 2 - 1)
+    await engine.tick(wechat.clock.now())
+    assert await leases(wechat) == [case_id]
+    wechat.clock.advance(seconds=2)
+    await engine.tick(wechat.clock.now())
+    assert await leases(wechat) == []
+
+
+async def leases(wechat: WeChat) -> list[int]:
+    async with transaction(wechat.app[FACTORY]) as session:
+        return [lease.case_id for lease in (await session.exec(select(PingLease))).all()]
 
 
 async def test_a_leader_acting_while_the_case_is_leased_gets_it_planned_anew_after_the_lease(wechat: WeChat) -> None:

@@ -1,7 +1,7 @@
 """ping leases: the follow-up engine's claims on due cases, in a narrow table of their own
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009_staff
 Create Date: 2026-11-24
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import storage.types
 
-revision: str = "0009"
-down_revision: str | None = "0008"
+revision: str = "0010"
+down_revision: str | None = "0009_staff"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
