@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
@@ -29,7 +31,9 @@ def create_engine(url: str, **kw: Any) -> AsyncEngine:
         return create_async_engine(url, pool_pre_ping=True, **kw)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 15}, **kw)
+    engine = create_async_engine(
+        url, connect_args={"timeout": 15, "check_same_thread": False, "async_creator_fn": _inline_connect}, **kw
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -50,6 +54,43 @@ def create_engine(url: str, **kw: Any) -> AsyncEngine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+class _InlineConnection(aiosqlite.Connection):
+    """aiosqlite runs every call on its own thread: a thread hop and a GIL handoff for the cursor,
+    the execute, the fetch and the close — four per statement, the largest cost of a message on a
+    busy machine (benchmarks/README.md). A statement on a WAL database is microseconds of work, so
+    it runs here, inline. What can wait still goes to the thread, so the event loop never does:
+    BEGIN (IMMEDIATE: another process's write lock, up to busy_timeout), COMMIT (the fsync), PRAGMA
+    (connection setup) and close. SQLAlchemy awaits each call before the next, so the sqlite3
+    connection is never used from both threads at once (hence check_same_thread=False)."""
+
+    async def _execute(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if _may_wait(fn, args) or not self._running or self._connection is None:
+            return await super()._execute(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+
+def _may_wait(fn: Any, args: tuple[Any, ...]) -> bool:
+    name = getattr(fn, "__name__", "")
+    if name == "close":  # the connection's close waits for its thread; a cursor's is instant
+        return isinstance(getattr(fn, "__self__", None), sqlite3.Connection)
+    if name in ("commit", "executescript"):
+        return True
+    if name == "execute" and args and isinstance(args[0], str):
+        return args[0].lstrip()[:6].upper() in ("BEGIN ", "BEGIN", "COMMIT", "PRAGMA", "END")
+    return False
+
+
+def _inline_connect(database: str, **kwargs: Any) -> aiosqlite.Connection:
+    """aiosqlite.connect, making an _InlineConnection (SQLAlchemy's async_creator_fn)."""
+
+    def connector() -> sqlite3.Connection:
+        return sqlite3.connect(database, **kwargs)
+
+    conn = _InlineConnection(connector, 64)
+    conn._thread.daemon = True  # as SQLAlchemy does for its own aiosqlite connections
+    return conn
 
 
 def session_factory(engine: AsyncEngine) -> SessionFactory:
