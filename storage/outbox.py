@@ -146,6 +146,7 @@ async def wake_held(session: AsyncSession, *, recipient: str, now: datetime) -> 
         update(OutboxMessage)
         .where(col(OutboxMessage.recipient) == recipient, col(OutboxMessage.status) == "held")
         .values(status="pending", next_attempt_at=now, claimed_until=None)
+        .execution_options(synchronize_session=False)  # on every message: no outbox row is loaded then
     )
     return int(result.rowcount or 0)
 
