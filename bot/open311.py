@@ -142,7 +142,7 @@ class Open311API:
         client = self._client(key)
         new = _parse_post(form, self.services, client)
         try:
-            async with transaction(self.factory) as session:
+            async with transaction(self.factory, durable=True) as session:  # the client is told its id
                 created = await o.submit(session, request=new, services=self.services, now=self.clock.now())
         except (SQLAlchemyError, OSError):
             log.exception("cannot store open311 request")

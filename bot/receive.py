@@ -70,7 +70,8 @@ class Receiver:
         """The passive reply to give WeChat now (None: answer "success")."""
         started = self.clock.monotonic()
         try:
-            async with transaction(self.factory) as session:
+            # Durable: WeChat hears "stored" for it (even a power cut must not lose it).
+            async with transaction(self.factory, durable=True) as session:
                 row = inbound.new_row(
                     dedupe_key=dedupe_key,
                     channel=msg.channel,

@@ -36,19 +36,25 @@ def create_engine(url: str, **kw: Any) -> AsyncEngine:
     )
 
     @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
         # Let us issue BEGIN ourselves (SQLAlchemy's documented aiosqlite recipe).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk before WeChat hears back, even across a power cut.
-        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=15000")
         cur.close()
+        record.info["synchronous"] = "NORMAL"
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        # How far a commit goes (see `transaction`); SQLite refuses to change it inside a transaction.
+        wanted = "FULL" if conn.get_execution_options().get(DURABLE) else "NORMAL"
+        info = conn.connection.info
+        if info.get("synchronous") != wanted:
+            conn.exec_driver_sql(f"PRAGMA synchronous={wanted}")
+            info["synchronous"] = wanted
         # Take the write lock up front: a deferred transaction that reads and then writes fails
         # with "database is locked" instead of waiting when another writer got there first.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -103,9 +109,21 @@ def session_factory(engine: AsyncEngine) -> SessionFactory:
 _sqlite_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
+# SQLite in WAL mode: with synchronous=NORMAL a commit is in the WAL (the OS has it) when it
+# returns, so it survives the process crashing; FULL also waits for the fsync, so it survives a power
+# cut too — about 5 ms a commit on the benchmark machine's disk, and SQLite commits one at a time.
+# A commit that makes a promise to the outside world (the inbound message WeChat is about to hear
+# "stored" for) is `durable`: FULL. The others are NORMAL, and are on disk by the next durable commit
+# (the WAL is one file, and its fsync takes every frame before it) or checkpoint. After a power cut
+# the work of the last moments may be undone, never the messages acknowledged: recover() redoes it.
+# PostgreSQL: every commit is durable (synchronous_commit=on), the flag changes nothing.
+DURABLE = "gridbot_durable"
+
+
 @asynccontextmanager
-async def transaction(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
-    """One unit of work: commits on success, rolls back on any exception."""
+async def transaction(factory: SessionFactory, *, durable: bool = False) -> AsyncIterator[AsyncSession]:
+    """One unit of work: commits on success, rolls back on any exception. `durable`: the commit
+    survives a power cut (SQLite's synchronous=FULL for this one), not only a crash."""
     engine = factory.kw["bind"]
     if engine.dialect.name != "sqlite":
         async with factory() as session, session.begin():
@@ -113,6 +131,8 @@ async def transaction(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
         return
     lock = _sqlite_locks.setdefault(engine.sync_engine, asyncio.Lock())
     async with lock, factory() as session, session.begin():
+        if durable:
+            await session.connection(execution_options={DURABLE: True})
         yield session
 
 

@@ -1,0 +1,63 @@
+"""storage.db: how far a commit goes, and SQLite statements run inline while another process writes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import text
+
+from storage.db import SessionFactory, transaction
+from tests.conftest import ON_POSTGRES
+
+pytestmark = pytest.mark.skipif(ON_POSTGRES, reason="SQLite's synchronous setting and write lock")
+
+NORMAL, FULL = 1, 2  # PRAGMA synchronous
+
+
+async def _synchronous(factory: SessionFactory, *, durable: bool) -> int:
+    async with transaction(factory, durable=durable) as session:
+        return int((await session.exec(text("PRAGMA synchronous"))).scalar_one())  # type: ignore[call-overload]
+
+
+async def test_a_durable_transaction_waits_for_the_disk_and_the_next_one_does_not(
+    process_db: Callable[[], SessionFactory],
+) -> None:
+    factory = process_db()
+    assert await _synchronous(factory, durable=False) == NORMAL
+    assert await _synchronous(factory, durable=True) == FULL
+    assert await _synchronous(factory, durable=False) == NORMAL
+
+
+async def test_a_transaction_waits_for_another_process_writer_without_stalling_the_loop(
+    process_db: Callable[[], SessionFactory],
+) -> None:
+    """BEGIN IMMEDIATE waits (busy_timeout) on aiosqlite's thread: the event loop keeps running."""
+    other, ours = process_db(), process_db()
+    ticks = 0
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_write_lock() -> None:
+        async with transaction(other) as session:
+            await session.exec(text("UPDATE staff SET last_ref = last_ref"))  # type: ignore[call-overload]
+            holding.set()
+            await release.wait()
+
+    async def tick() -> None:
+        nonlocal ticks
+        while not release.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    holder = asyncio.create_task(hold_the_write_lock())
+    await holding.wait()
+    ticker = asyncio.create_task(tick())
+    waiting = asyncio.create_task(_synchronous(ours, durable=False))
+    while ticks < 100:  # the loop runs while our transaction waits for the lock
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    release.set()
+    await holder
+    await ticker
+    assert await waiting == NORMAL
