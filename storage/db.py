@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import sqlite3
 import weakref
 from collections.abc import AsyncIterator
@@ -105,8 +106,42 @@ def session_factory(engine: AsyncEngine) -> SessionFactory:
 
 # SQLite has one writer at a time. Left to itself, a waiting connection sleeps in SQLite's busy
 # handler with growing naps (seconds of tail latency under load); inside one process we queue
-# transactions on a lock instead, first come first served. Other processes still meet busy_timeout.
-_sqlite_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+# transactions instead, first come first served — except that storing an inbound message (a
+# durable transaction) goes before the queued rest: it is what lets WeChat be answered at all, and
+# behind a backlog of processing it would wait past WeChat's 5 s and be sent again.
+# Other processes still meet busy_timeout.
+class _WriterQueue:
+    def __init__(self) -> None:
+        self._busy = False
+        self._urgent: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._others: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self, *, urgent: bool) -> None:
+        if not self._busy:
+            self._busy = True
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._others).append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed the turn just as we were cancelled: pass it on
+            else:
+                (self._urgent if urgent else self._others).remove(waiter)
+            raise
+
+    def release(self) -> None:
+        for queue in (self._urgent, self._others):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # the turn passes straight to it: still busy
+                    return
+        self._busy = False
+
+
+_sqlite_writers: weakref.WeakKeyDictionary[Any, _WriterQueue] = weakref.WeakKeyDictionary()
 
 
 # SQLite in WAL mode: with synchronous=NORMAL a commit is in the WAL (the OS has it) when it
@@ -129,11 +164,15 @@ async def transaction(factory: SessionFactory, *, durable: bool = False) -> Asyn
         async with factory() as session, session.begin():
             yield session
         return
-    lock = _sqlite_locks.setdefault(engine.sync_engine, asyncio.Lock())
-    async with lock, factory() as session, session.begin():
-        if durable:
-            await session.connection(execution_options={DURABLE: True})
-        yield session
+    writers = _sqlite_writers.setdefault(engine.sync_engine, _WriterQueue())
+    await writers.acquire(urgent=durable)
+    try:
+        async with factory() as session, session.begin():
+            if durable:
+                await session.connection(execution_options={DURABLE: True})
+            yield session
+    finally:
+        writers.release()
 
 
 def alembic_config(url: str) -> Config:

@@ -61,3 +61,34 @@ async def test_a_transaction_waits_for_another_process_writer_without_stalling_t
     await holder
     await ticker
     assert await waiting == NORMAL
+
+
+async def test_storing_a_message_goes_before_the_queued_processing(database_url: str) -> None:
+    """Inside one process, a durable transaction (an inbound message being stored) waits only for
+    the one running now, not for everything queued before it."""
+    from storage.db import create_engine, session_factory
+
+    engine = create_engine(database_url)
+    factory = session_factory(engine)
+    order: list[str] = []
+    running, finish = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with transaction(factory):
+            running.set()
+            await finish.wait()
+        order.append("running")
+
+    async def one(name: str, durable: bool) -> None:
+        async with transaction(factory, durable=durable):
+            order.append(name)
+
+    tasks = [asyncio.create_task(first())]
+    await running.wait()
+    for name, durable in (("processing 1", False), ("processing 2", False), ("store", True)):
+        tasks.append(asyncio.create_task(one(name, durable)))
+        await asyncio.sleep(0)  # queued in this order
+    finish.set()
+    await asyncio.gather(*tasks)
+    await engine.dispose()
+    assert order == ["running", "store", "processing 1", "processing 2"]
