@@ -99,7 +99,9 @@ class Message:
     retry_of: int | None = None  # index of the original, for WeChat's retries
 
 
-def build_messages(tag: str, count: int, fake_base: str) -> list[Message]:
+def build_messages(tag: str, count: int, fake_base: str, start: int = 0) -> list[Message]:
+    """`count` messages of the mix, signed now (WeChat's replay window is 5 minutes: a long phase
+    builds them a minute at a time). `start`: where in the mix to begin (the next chunk's)."""
     from bot.wechat import WeChatSimulator
 
     sim = WeChatSimulator(token=TOKEN, appid=APPID, aes_key=AES)
@@ -114,7 +116,7 @@ def build_messages(tag: str, count: int, fake_base: str) -> list[Message]:
         if len(out) % 50 == 0:  # WeChat's retry: the very same request again
             out.append(Message(query, body, f"{sender}:{msg_id}", retry_of=len(out) - 1))
 
-    i = 0
+    i = start
     while len(out) < count:
         block, slot = divmod(i, 10)
         resident = f"o_load_{tag}_{block}_{min(slot, 5)}"
@@ -147,6 +149,7 @@ class PhaseResult:
     sent: int = 0
     ok: int = 0
     errors: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)  # non-200 answers, by status
     timeouts: int = 0
     seconds: float = 0.0
     rate: float = 0.0
@@ -172,6 +175,7 @@ async def _post(http: Any, url: str, msg: Message, latencies: list[float], res: 
         return False
     if status != 200:
         res.errors += 1
+        res.statuses[str(status)] = res.statuses.get(str(status), 0) + 1
         return False
     latencies.append(time.perf_counter() - due)
     res.ok += 1
@@ -187,22 +191,31 @@ def _finish(res: PhaseResult, latencies: list[float], elapsed: float) -> PhaseRe
     return res
 
 
-async def open_loop(url: str, msgs: list[Message], rate: float, acked: list[str]) -> PhaseResult:
+CHUNK_SECONDS = 60
+
+
+async def open_loop(url: str, tag: str, fake: str, rate: float, duration: float, acked: list[str]) -> PhaseResult:
     import aiohttp
 
     res = PhaseResult(name="open", target=f"{rate:g}/s")
     latencies: list[float] = []
     timeout = aiohttp.ClientTimeout(total=TIMEOUT)
     connector = aiohttp.TCPConnector(limit=0)
+    total = int(rate * duration)
+    chunk = int(rate * CHUNK_SECONDS)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
         tasks: set[asyncio.Task[None]] = set()
+        msgs = build_messages(tag, min(total, chunk), fake)
         t0 = time.perf_counter()
 
         async def one(msg: Message, due: float) -> None:
             if await _post(http, url, msg, latencies, res, due):
                 acked.append(msg.key)
 
-        for i, msg in enumerate(msgs):
+        for i in range(total):
+            if i and i % chunk == 0:  # the next minute's messages, with a fresh timestamp
+                msgs = build_messages(tag, min(total - i, chunk), fake, start=i)
+            msg = msgs[i % chunk]
             due = t0 + i / rate
             delay = due - time.perf_counter()
             if delay > 0:
@@ -240,15 +253,11 @@ async def closed_loop(url: str, msgs: list[Message], concurrency: int, seconds: 
 
 def generate(args: argparse.Namespace) -> None:
     """One phase; prints the PhaseResult as JSON and appends acknowledged dedupe keys to --acked."""
-    if args.rate:
-        count = int(args.rate * args.duration)
-    else:  # closed loop: enough for the phase even against the bare handler
-        count = int(args.max_messages)
-    msgs = build_messages(args.tag, count, args.fake)
     acked: list[str] = []
     if args.rate:
-        res = asyncio.run(open_loop(args.url, msgs, args.rate, acked))
-    else:
+        res = asyncio.run(open_loop(args.url, args.tag, args.fake, args.rate, args.duration, acked))
+    else:  # closed loop: enough messages for the phase even against the bare handler
+        msgs = build_messages(args.tag, int(args.max_messages), args.fake)
         res = asyncio.run(closed_loop(args.url, msgs, args.concurrency, args.duration, acked))
     if args.acked:
         with open(args.acked, "a") as f:
@@ -532,7 +541,7 @@ def run_config(args: argparse.Namespace, db: str, workers: int, tmp: Path) -> di
 
 def fmt(r: PhaseResult) -> str:
     return (
-        f"{r.rate:.0f} msg/s ({r.ok}/{r.sent} ok, {r.errors} errors, {r.timeouts} timeouts), "
+        f"{r.rate:.0f} msg/s ({r.ok}/{r.sent} ok, {r.errors} errors {r.statuses or ''}, {r.timeouts} timeouts), "
         f"p50 {r.p50:.1f} ms, p99 {r.p99:.1f} ms, max {r.max:.1f} ms, peak RSS {r.rss_mib} MiB"
     )
 

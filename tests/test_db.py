@@ -36,7 +36,7 @@ async def test_a_transaction_waits_for_another_process_writer_without_stalling_t
     """BEGIN IMMEDIATE waits (busy_timeout) on aiosqlite's thread: the event loop keeps running."""
     other, ours = process_db(), process_db()
     ticks = 0
-    holding, release = asyncio.Event(), asyncio.Event()
+    holding, release, hundred_ticks = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def hold_the_write_lock() -> None:
         async with transaction(other) as session:
@@ -48,14 +48,15 @@ async def test_a_transaction_waits_for_another_process_writer_without_stalling_t
         nonlocal ticks
         while not release.is_set():
             ticks += 1
+            if ticks == 100:
+                hundred_ticks.set()
             await asyncio.sleep(0)
 
     holder = asyncio.create_task(hold_the_write_lock())
     await holding.wait()
     ticker = asyncio.create_task(tick())
     waiting = asyncio.create_task(_synchronous(ours, durable=False))
-    while ticks < 100:  # the loop runs while our transaction waits for the lock
-        await asyncio.sleep(0)
+    await hundred_ticks.wait()  # the loop runs while our transaction waits for the lock
     assert not waiting.done()
     release.set()
     await holder
