@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 import aiohttp
@@ -36,6 +38,7 @@ from handlers.holds import wake_suspended
 from handlers.intake import dispatch_unplaced
 from handlers.places import GridIndex
 from handlers.policy import Policy
+from handlers.understand import understand
 from storage import grids
 from storage.db import SessionFactory, create_engine, session_factory, transaction
 
@@ -64,11 +67,12 @@ async def load_services(factory: SessionFactory, settings: Settings) -> Services
         nodes = await grids.all_nodes(session)
     if nodes and settings.grid_file is None:
         office = next((n.name for n in nodes if n.parent_id is None), office)
-    return Services(
-        classifier=Classifier(
-            KeywordTable.load(settings.categories_file),
-            Model.load(settings.model_file) if settings.model_file else None,
-        ),
+    classifier = Classifier(
+        _keyword_table(settings.categories_file, settings.categories_file.stat().st_mtime_ns),
+        Model.load(settings.model_file) if settings.model_file else None,
+    )
+    services = Services(
+        classifier=classifier,
         confirm_below=settings.confirm_below,
         grids=GridIndex(nodes),
         zone=settings.zone,
@@ -80,6 +84,16 @@ async def load_services(factory: SessionFactory, settings: Settings) -> Services
         max_cases_per_hour=settings.resident_max_cases_per_hour,
         wecom_app=settings.wecom_enabled,
     )
+    # Built lazily, the keyword matcher and rjieba's dictionaries would stall the event loop for a
+    # second or two on the first message: read one now, before the port is open.
+    understand("幸福里小区3号楼东侧路灯坏了", classifier=services.classifier, grids=services.grids)
+    return services
+
+
+@functools.lru_cache(maxsize=8)
+def _keyword_table(path: Path, _mtime_ns: int) -> KeywordTable:
+    """One table, and so one keyword matcher to build, per file (as it is now) per process."""
+    return KeywordTable.load(path)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, background: bool = True) -> web.Application:

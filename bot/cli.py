@@ -21,7 +21,12 @@ DEMO_DATABASE = "sqlite+aiosqlite:///var/demo.sqlite3"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gridbot", description="网格化管理 WeChat bot")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the webhook server (migrates the database first)")
+    serve = sub.add_parser("serve", help="run the webhook server (migrates the database first)")
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="bind with SO_REUSEPORT, so that several `gridbot serve` processes share the port (Linux)",
+    )
     demo = sub.add_parser("demo", help="run the bot with the demo street office and a local fake WeChat API")
     demo.add_argument("--fake-port", type=int, default=DEMO_FAKE_PORT)
     demo.add_argument("--fake-wecom-port", type=int, default=DEMO_FAKE_WECOM_PORT)
@@ -100,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                 _app(settings),
                 host=settings.host,
                 port=settings.port,
-                print=None,
+                print=_log_listening,
                 access_log_class=AccessLogger,
+                reuse_port=args.reuse_port or None,
             )
         elif args.command == "demo":
             _upgrade(settings)
@@ -200,6 +206,14 @@ def _upgrade(settings: Settings) -> None:
     from storage.db import upgrade_sync
 
     upgrade_sync(settings.database_url)
+
+
+def _log_listening(banner: str) -> None:
+    """aiohttp's "Running on …" banner, once the port is bound, as a log line."""
+    import logging
+
+    first = banner.strip().splitlines()[0].strip("= ") if banner.strip() else ""
+    logging.getLogger("gridbot.webhook").info("listening", extra={"on": first.removeprefix("Running on ")})
 
 
 def _app(settings: Settings) -> web.Application:

@@ -185,7 +185,7 @@ class Open311API:
         key, and its second attempt finds the winner's case."""
         for attempt in (1, 2):
             try:
-                async with transaction(self.factory) as session:
+                async with transaction(self.factory, durable=True) as session:  # the client is told its id
                     return await o.submit(session, request=new, services=self.services, now=self.clock.now())
             except o.KeyReused:
                 raise Open311Error(422, m.OPEN311_ERR_KEY_REUSED) from None

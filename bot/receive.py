@@ -35,6 +35,7 @@ log = logging.getLogger("gridbot.receive")
 PASSIVE = "passive"
 CUSTOMER_SERVICE = "customer_service"
 NONE = "none"
+PROCESSING_AT_ONCE = 8  # of the 15 pooled connections (SQLAlchemy: 5 + 10 overflow): the store and delivery keep theirs
 PROCESSING_FAILED = "抱歉，系统处理出了问题。您的消息已保存，工作人员会尽快处理。"
 
 
@@ -65,12 +66,17 @@ class Receiver:
         self.budget = budget
         self.on_outbox = on_outbox
         self.tasks: set[asyncio.Task[None]] = set()
+        # Messages processed at once. Past capacity, unbounded processing took every pooled
+        # PostgreSQL connection and the next message could not even be stored (answered in time);
+        # the rest wait here, stored and acknowledged, holding no connection.
+        self.processing = asyncio.Semaphore(PROCESSING_AT_ONCE)
 
     async def receive(self, msg: Inbound, dedupe_key: str) -> str | None:
         """The passive reply to give WeChat now (None: answer "success")."""
         started = self.clock.monotonic()
         try:
-            async with transaction(self.factory) as session:
+            # Durable: WeChat hears "stored" for it (even a power cut must not lose it).
+            async with transaction(self.factory, durable=True) as session:
                 row = inbound.new_row(
                     dedupe_key=dedupe_key,
                     channel=msg.channel,
@@ -114,6 +120,10 @@ class Receiver:
         return None
 
     async def _process(self, row_id: int, msg: Inbound, handoff: _Handoff | None) -> None:
+        async with self.processing:
+            await self._process_one(row_id, msg, handoff)
+
+    async def _process_one(self, row_id: int, msg: Inbound, handoff: _Handoff | None) -> None:
         try:
             async with transaction(self.factory) as session:
                 now = self.clock.now()

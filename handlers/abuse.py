@@ -33,8 +33,7 @@ async def gate(
     if resident.blocked_at is not None:
         return False, _notice_once(resident, m.BLOCKED_NOTICE, now, DAY)
     # This message is already in the inbound log, so it counts itself.
-    per_minute = await inbound.count_from(session, sender=resident.openid, since=now - MINUTE)
-    per_hour = await inbound.count_from(session, sender=resident.openid, since=now - HOUR)
+    per_minute, per_hour = await inbound.counts_from(session, sender=resident.openid, since=(now - MINUTE, now - HOUR))
     if per_minute > services.max_per_minute:
         return False, _notice_once(resident, m.THROTTLED, now, MINUTE)
     if per_hour > services.max_per_hour:

@@ -29,14 +29,17 @@ from storage.types import UTCDateTime
 async def next_case_number(session: AsyncSession, *, now: datetime, zone: tzinfo) -> str:
     """G + the office's local date + a daily sequence, e.g. G20261122-0007. Safe across processes."""
     day = now.astimezone(zone).strftime("%Y%m%d")
-    await insert_once(session, CaseCounter(day=day, last=0))  # unless the day's counter exists already
     stmt = (
         update(CaseCounter)
         .where(col(CaseCounter.day) == day)
         .values(last=CaseCounter.last + 1)
         .returning(col(CaseCounter.last))
+        .execution_options(synchronize_session=False)
     )
-    seq = (await session.exec(stmt)).scalar_one()  # type: ignore[call-overload]
+    seq = (await session.exec(stmt)).scalar_one_or_none()  # type: ignore[call-overload]
+    if seq is None:  # the day's first case (here or in another process): make its counter, then count
+        await insert_once(session, CaseCounter(day=day, last=0))
+        seq = (await session.exec(stmt)).scalar_one()  # type: ignore[call-overload]
     return f"G{day}-{seq:04d}"
 
 

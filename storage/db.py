@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
@@ -33,22 +36,30 @@ def create_engine(url: str, **kw: Any) -> AsyncEngine:
         return create_async_engine(url, pool_pre_ping=True, **kw)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 15}, **kw)
+    engine = create_async_engine(
+        url, connect_args={"timeout": 15, "check_same_thread": False, "async_creator_fn": _inline_connect}, **kw
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
         # Let us issue BEGIN ourselves (SQLAlchemy's documented aiosqlite recipe).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk before WeChat hears back, even across a power cut.
-        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=15000")
         cur.close()
+        record.info["synchronous"] = "NORMAL"
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        # How far a commit goes (see `transaction`); SQLite refuses to change it inside a transaction.
+        wanted = "FULL" if conn.get_execution_options().get(DURABLE) else "NORMAL"
+        info = conn.connection.info
+        if info.get("synchronous") != wanted:
+            conn.exec_driver_sql(f"PRAGMA synchronous={wanted}")
+            info["synchronous"] = wanted
         # Take the write lock up front: a deferred transaction that reads and then writes fails
         # with "database is locked" instead of waiting when another writer got there first.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -64,27 +75,116 @@ def unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
 
 
+class _InlineConnection(aiosqlite.Connection):
+    """aiosqlite runs every call on its own thread: a thread hop and a GIL handoff for the cursor,
+    the execute, the fetch and the close — four per statement, the largest cost of a message on a
+    busy machine (benchmarks/README.md). A statement on a WAL database is microseconds of work, so
+    it runs here, inline. What can wait still goes to the thread, so the event loop never does:
+    BEGIN (IMMEDIATE: another process's write lock, up to busy_timeout), COMMIT (the fsync), PRAGMA
+    (connection setup) and close. SQLAlchemy awaits each call before the next, so the sqlite3
+    connection is never used from both threads at once (hence check_same_thread=False)."""
+
+    async def _execute(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if _may_wait(fn, args) or not self._running or self._connection is None:
+            return await super()._execute(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+
+def _may_wait(fn: Any, args: tuple[Any, ...]) -> bool:
+    name = getattr(fn, "__name__", "")
+    if name == "close":  # the connection's close waits for its thread; a cursor's is instant
+        return isinstance(getattr(fn, "__self__", None), sqlite3.Connection)
+    if name in ("commit", "executescript"):
+        return True
+    if name == "execute" and args and isinstance(args[0], str):
+        return args[0].lstrip()[:6].upper() in ("BEGIN ", "BEGIN", "COMMIT", "PRAGMA", "END")
+    return False
+
+
+def _inline_connect(database: str, **kwargs: Any) -> aiosqlite.Connection:
+    """aiosqlite.connect, making an _InlineConnection (SQLAlchemy's async_creator_fn)."""
+
+    def connector() -> sqlite3.Connection:
+        return sqlite3.connect(database, **kwargs)
+
+    conn = _InlineConnection(connector, 64)
+    conn._thread.daemon = True  # as SQLAlchemy does for its own aiosqlite connections
+    return conn
+
+
 def session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
 # SQLite has one writer at a time. Left to itself, a waiting connection sleeps in SQLite's busy
 # handler with growing naps (seconds of tail latency under load); inside one process we queue
-# transactions on a lock instead, first come first served. Other processes still meet busy_timeout.
-_sqlite_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+# transactions instead, first come first served — except that storing an inbound message (a
+# durable transaction) goes before the queued rest: it is what lets WeChat be answered at all, and
+# behind a backlog of processing it would wait past WeChat's 5 s and be sent again.
+# Other processes still meet busy_timeout.
+class _WriterQueue:
+    def __init__(self) -> None:
+        self._busy = False
+        self._urgent: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._others: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self, *, urgent: bool) -> None:
+        if not self._busy:
+            self._busy = True
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._others).append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed the turn just as we were cancelled: pass it on
+            else:
+                (self._urgent if urgent else self._others).remove(waiter)
+            raise
+
+    def release(self) -> None:
+        for queue in (self._urgent, self._others):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # the turn passes straight to it: still busy
+                    return
+        self._busy = False
+
+
+_sqlite_writers: weakref.WeakKeyDictionary[Any, _WriterQueue] = weakref.WeakKeyDictionary()
+
+
+# SQLite in WAL mode: with synchronous=NORMAL a commit is in the WAL (the OS has it) when it
+# returns, so it survives the process crashing; FULL also waits for the fsync, so it survives a power
+# cut too — about 5 ms a commit on the benchmark machine's disk, and SQLite commits one at a time.
+# A commit that makes a promise to the outside world (the inbound message WeChat is about to hear
+# "stored" for) is `durable`: FULL. The others are NORMAL, and are on disk by the next durable commit
+# (the WAL is one file, and its fsync takes every frame before it) or checkpoint. After a power cut
+# the work of the last moments may be undone, never the messages acknowledged: recover() redoes it.
+# PostgreSQL: every commit is durable (synchronous_commit=on), the flag changes nothing.
+DURABLE = "gridbot_durable"
 
 
 @asynccontextmanager
-async def transaction(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
-    """One unit of work: commits on success, rolls back on any exception."""
+async def transaction(factory: SessionFactory, *, durable: bool = False) -> AsyncIterator[AsyncSession]:
+    """One unit of work: commits on success, rolls back on any exception. `durable`: the commit
+    survives a power cut (SQLite's synchronous=FULL for this one), not only a crash."""
     engine = factory.kw["bind"]
     if engine.dialect.name != "sqlite":
         async with factory() as session, session.begin():
             yield session
         return
-    lock = _sqlite_locks.setdefault(engine.sync_engine, asyncio.Lock())
-    async with lock, factory() as session, session.begin():
-        yield session
+    writers = _sqlite_writers.setdefault(engine.sync_engine, _WriterQueue())
+    await writers.acquire(urgent=durable)
+    try:
+        async with factory() as session, session.begin():
+            if durable:
+                await session.connection(execution_options={DURABLE: True})
+            yield session
+    finally:
+        writers.release()
 
 
 def alembic_config(url: str) -> Config:

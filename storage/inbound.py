@@ -35,6 +35,7 @@ async def claim(session: AsyncSession, *, row_id: int, now: datetime) -> bool:
         update(InboundMessage)
         .where(col(InboundMessage.id) == row_id, col(InboundMessage.status) == "received")
         .values(status="processed", processed_at=now)
+        .execution_options(synchronize_session=False)  # no row of this table is loaded here
     )
     result = await session.exec(stmt)  # type: ignore[call-overload]
     return bool(result.rowcount == 1)
@@ -45,6 +46,7 @@ async def finish(session: AsyncSession, *, row_id: int, reply: str | None, mode:
         update(InboundMessage)
         .where(col(InboundMessage.id) == row_id)
         .values(reply=reply, reply_mode=mode, case_id=case_id)
+        .execution_options(synchronize_session=False)
     )
     await session.exec(stmt)  # type: ignore[call-overload]
 
@@ -69,6 +71,17 @@ async def count_from(session: AsyncSession, *, sender: str, since: datetime) -> 
     """How many messages this sender sent since `since` (rate limits)."""
     stmt = select(func.count()).where(InboundMessage.sender == sender, col(InboundMessage.received_at) >= since)
     return int((await session.exec(stmt)).one())
+
+
+async def counts_from(session: AsyncSession, *, sender: str, since: tuple[datetime, datetime]) -> tuple[int, int]:
+    """How many messages this sender sent since each of two times (the later first), in one query."""
+    recent, earlier = since
+    stmt = select(
+        func.count().filter(col(InboundMessage.received_at) >= recent),
+        func.count(),
+    ).where(InboundMessage.sender == sender, col(InboundMessage.received_at) >= earlier)
+    first, second = (await session.exec(stmt)).one()
+    return int(first), int(second)
 
 
 async def last_from(session: AsyncSession, *, sender: str) -> datetime | None:

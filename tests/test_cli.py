@@ -358,3 +358,65 @@ def test_console_password_is_set_from_stdin_and_checked(tmp_path: Path) -> None:
     stored_hash = asyncio.run(stored())
     assert stored_hash is not None and "a-long-password" not in stored_hash
     assert check_password("a-long-password", stored_hash)
+
+
+def test_two_servers_share_the_port_with_reuse_port(tmp_path: Path) -> None:
+    """`serve --reuse-port`: a second process binds the same port, and serves it when the first stops."""
+    import urllib.request
+
+    from bot.wechat import WeChatSimulator
+
+    port = _free_port()
+    env = _environ(
+        {
+            "GRIDBOT_PORT": str(port),
+            "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/s.sqlite3",
+            "GRIDBOT_WECHAT_TOKEN": "serve-test-token",
+            "GRIDBOT_WECHAT_APPID": "wxserve",
+            "GRIDBOT_WECHAT_SECRET": "s",
+            "GRIDBOT_WECHAT_API_BASE": "http://127.0.0.1:9",
+            "GRIDBOT_GRID_FILE": str(DEMO_GRID_FILE),
+        }
+    )
+    sim = WeChatSimulator(token="serve-test-token", appid="wxserve")
+
+    def verify() -> bytes:
+        query = sim.verification_query("hello-wechat", timestamp=int(time.time()))
+        url = f"http://127.0.0.1:{port}/wechat?" + "&".join(f"{k}={v}" for k, v in query.items())
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return bytes(resp.read())
+
+    serve = GRIDBOT + ["serve", "--reuse-port"]
+    first = subprocess.Popen(serve, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        _wait_for_port(port)
+        assert verify() == b"hello-wechat"
+        second = subprocess.Popen(serve, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+        _wait_for_log(second, "listening")
+        first.terminate()
+        first.communicate(timeout=20)
+        assert verify() == b"hello-wechat"  # only the second process is left to answer
+        assert second.poll() is None
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.communicate(timeout=20)
+
+
+def _wait_for_log(proc: subprocess.Popen[str], needle: str) -> None:
+    """Read the process's stderr until a line holds `needle` (it exits or 30 s pass: fail)."""
+    import select
+
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.5)
+        if ready:
+            line = proc.stderr.readline()
+            if needle in line:
+                return
+            if not line and proc.poll() is not None:
+                break
+    raise AssertionError(f"no {needle!r} from {proc.args} (exit {proc.poll()})")

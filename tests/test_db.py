@@ -1,0 +1,95 @@
+"""storage.db: how far a commit goes, and SQLite statements run inline while another process writes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import text
+
+from storage.db import SessionFactory, transaction
+from tests.conftest import ON_POSTGRES
+
+pytestmark = pytest.mark.skipif(ON_POSTGRES, reason="SQLite's synchronous setting and write lock")
+
+NORMAL, FULL = 1, 2  # PRAGMA synchronous
+
+
+async def _synchronous(factory: SessionFactory, *, durable: bool) -> int:
+    async with transaction(factory, durable=durable) as session:
+        return int((await session.exec(text("PRAGMA synchronous"))).scalar_one())  # type: ignore[call-overload]
+
+
+async def test_a_durable_transaction_waits_for_the_disk_and_the_next_one_does_not(
+    process_db: Callable[[], SessionFactory],
+) -> None:
+    factory = process_db()
+    assert await _synchronous(factory, durable=False) == NORMAL
+    assert await _synchronous(factory, durable=True) == FULL
+    assert await _synchronous(factory, durable=False) == NORMAL
+
+
+async def test_a_transaction_waits_for_another_process_writer_without_stalling_the_loop(
+    process_db: Callable[[], SessionFactory],
+) -> None:
+    """BEGIN IMMEDIATE waits (busy_timeout) on aiosqlite's thread: the event loop keeps running."""
+    other, ours = process_db(), process_db()
+    ticks = 0
+    holding, release, hundred_ticks = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def hold_the_write_lock() -> None:
+        async with transaction(other) as session:
+            await session.exec(text("UPDATE staff SET last_ref = last_ref"))  # type: ignore[call-overload]
+            holding.set()
+            await release.wait()
+
+    async def tick() -> None:
+        nonlocal ticks
+        while not release.is_set():
+            ticks += 1
+            if ticks == 100:
+                hundred_ticks.set()
+            await asyncio.sleep(0)
+
+    holder = asyncio.create_task(hold_the_write_lock())
+    await holding.wait()
+    ticker = asyncio.create_task(tick())
+    waiting = asyncio.create_task(_synchronous(ours, durable=False))
+    await hundred_ticks.wait()  # the loop runs while our transaction waits for the lock
+    assert not waiting.done()
+    release.set()
+    await holder
+    await ticker
+    assert await waiting == NORMAL
+
+
+async def test_storing_a_message_goes_before_the_queued_processing(database_url: str) -> None:
+    """Inside one process, a durable transaction (an inbound message being stored) waits only for
+    the one running now, not for everything queued before it."""
+    from storage.db import create_engine, session_factory
+
+    engine = create_engine(database_url)
+    factory = session_factory(engine)
+    order: list[str] = []
+    running, finish = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with transaction(factory):
+            running.set()
+            await finish.wait()
+        order.append("running")
+
+    async def one(name: str, durable: bool) -> None:
+        async with transaction(factory, durable=durable):
+            order.append(name)
+
+    tasks = [asyncio.create_task(first())]
+    await running.wait()
+    for name, durable in (("processing 1", False), ("processing 2", False), ("store", True)):
+        tasks.append(asyncio.create_task(one(name, durable)))
+        await asyncio.sleep(0)  # queued in this order
+    finish.set()
+    await asyncio.gather(*tasks)
+    await engine.dispose()
+    assert order == ["running", "store", "processing 1", "processing 2"]
