@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,13 @@ WECOM_TOKEN = "gridbot-wecom-test-token"
 WECOM_AES_KEY = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
 INSIDE_HP01 = (39.92625, 116.40375)
 INSIDE_ZL02 = (39.90750, 116.42250)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for servers the tests start as processes)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class FakeClock:

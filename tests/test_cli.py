@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import DEMO_GRID_FILE
-from tests.conftest import LEADER_HP01, RESIDENT, WeChat
+from tests.conftest import LEADER_HP01, RESIDENT, WeChat, free_port
 
 GRIDBOT = [sys.executable, "-m", "bot.cli"]
 
@@ -65,15 +65,9 @@ def test_grid_load_reports_a_bad_file_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1 and "nodes.0.level" in result.stderr and "Traceback" not in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("aes_key", ["", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"], ids=["plain", "safe"])
 def test_demo_and_chat_walk_through_the_loop(tmp_path: Path, aes_key: str) -> None:
-    port, fake_port, fake_wecom_port = _free_port(), _free_port(), _free_port()
+    port, fake_port, fake_wecom_port = free_port(), free_port(), free_port()
     env = {
         "GRIDBOT_PORT": str(port),
         "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/demo.sqlite3",
@@ -120,7 +114,7 @@ def test_demo_and_chat_walk_through_the_loop(tmp_path: Path, aes_key: str) -> No
 
 
 def test_chat_as_a_wecom_leader_through_the_encrypted_callback(tmp_path: Path) -> None:
-    port, fake_port, fake_wecom_port = _free_port(), _free_port(), _free_port()
+    port, fake_port, fake_wecom_port = free_port(), free_port(), free_port()
     env = {"GRIDBOT_PORT": str(port), "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/demo.sqlite3"}
     full = _environ(env)
     demo = subprocess.Popen(
@@ -175,22 +169,28 @@ def test_serve_refuses_the_demo_credentials_against_real_wechat(tmp_path: Path) 
     assert result.returncode == 2 and "GRIDBOT_WECHAT_TOKEN" in result.stderr.strip()
 
 
+def _serve_environ(port: int, tmp_path: Path) -> dict[str, str]:
+    """`gridbot serve` on `port` with an account of its own (never the demo's) and the demo grid."""
+    return _environ(
+        {
+            "GRIDBOT_PORT": str(port),
+            "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/s.sqlite3",
+            "GRIDBOT_WECHAT_TOKEN": "serve-test-token",
+            "GRIDBOT_WECHAT_APPID": "wxserve",
+            "GRIDBOT_WECHAT_SECRET": "s",
+            "GRIDBOT_WECHAT_API_BASE": "http://127.0.0.1:9",
+            "GRIDBOT_GRID_FILE": str(DEMO_GRID_FILE),
+        }
+    )
+
+
 def test_serve_answers_the_url_verification(tmp_path: Path) -> None:
     import urllib.request
 
     from bot.wechat import WeChatSimulator
 
-    port = _free_port()
-    env = {
-        "GRIDBOT_PORT": str(port),
-        "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/s.sqlite3",
-        "GRIDBOT_WECHAT_TOKEN": "serve-test-token",
-        "GRIDBOT_WECHAT_APPID": "wxserve",
-        "GRIDBOT_WECHAT_SECRET": "s",
-        "GRIDBOT_WECHAT_API_BASE": "http://127.0.0.1:9",
-        "GRIDBOT_GRID_FILE": str(DEMO_GRID_FILE),
-    }
-    full = _environ(env)
+    port = free_port()
+    full = _serve_environ(port, tmp_path)
     server = subprocess.Popen(GRIDBOT + ["serve"], env=full, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_port(port)
@@ -366,18 +366,8 @@ def test_two_servers_share_the_port_with_reuse_port(tmp_path: Path) -> None:
 
     from bot.wechat import WeChatSimulator
 
-    port = _free_port()
-    env = _environ(
-        {
-            "GRIDBOT_PORT": str(port),
-            "GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/s.sqlite3",
-            "GRIDBOT_WECHAT_TOKEN": "serve-test-token",
-            "GRIDBOT_WECHAT_APPID": "wxserve",
-            "GRIDBOT_WECHAT_SECRET": "s",
-            "GRIDBOT_WECHAT_API_BASE": "http://127.0.0.1:9",
-            "GRIDBOT_GRID_FILE": str(DEMO_GRID_FILE),
-        }
-    )
+    port = free_port()
+    env = _serve_environ(port, tmp_path)
     sim = WeChatSimulator(token="serve-test-token", appid="wxserve")
 
     def verify() -> bytes:

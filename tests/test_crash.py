@@ -11,7 +11,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from bot.fake_wechat import FakeWeChat
 from bot.wechat import WeChatSimulator
 from storage.db import create_engine, session_factory, transaction
 from storage.models import Case, InboundMessage, Resident
-from tests.conftest import APPID, SECRET, TOKEN
+from tests.conftest import APPID, SECRET, TOKEN, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 AES = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -43,12 +42,6 @@ class Report:
     msg_id: int
     answered: bool = False
     reply: str | None = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _start(port: int, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
@@ -91,7 +84,7 @@ async def _post(http: aiohttp.ClientSession, url: str, sim: WeChatSimulator, r: 
 async def test_kill_9_mid_flood_then_restart_every_answered_report_is_one_case(
     database_url: str, fake_wechat_url: str, fake_wechat: FakeWeChat, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")} | {
         "PYTHONPATH": str(ROOT),
         "GRIDBOT_PORT": str(port),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,7 +25,7 @@ from bot import receive
 from bot.app import RECEIVER
 from storage.db import create_engine, upgrade
 from storage.lifecycle import Status
-from tests.conftest import LEADER_HP01, RESIDENT, RESIDENT_2, WeChat
+from tests.conftest import LEADER_HP01, RESIDENT, RESIDENT_2, WeChat, free_port
 
 RESIDENT_3 = "o_resident_zhao"
 
@@ -77,12 +76,6 @@ class Postgres:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
     bindir = _bindir()
@@ -91,7 +84,7 @@ def postgres() -> Iterator[Postgres]:
     root = Path(tempfile.mkdtemp(prefix="gridbot-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    server = Postgres(bindir, root, _free_port())
+    server = Postgres(bindir, root, free_port())
     server.init()
     server.start()
     try:

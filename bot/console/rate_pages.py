@@ -205,13 +205,18 @@ def _filename(report: Report, suffix: str) -> str:
     return f"{report.title.replace(' ', '_')}{suffix}"
 
 
-async def rates_xlsx(request: web.Request) -> web.StreamResponse:
-    """The workbook `gridbot report --xlsx` writes: 台账 and every view, for the page's node and period."""
+async def _download_report(request: web.Request) -> tuple[RatesQuery, Report]:
+    """The query and report behind a download: a 400 for a bad query (no page to show it on)."""
     try:
         query = parse_query(request)
     except BadQuery as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
-    report = await _report(request, query)
+    return query, await _report(request, query)
+
+
+async def rates_xlsx(request: web.Request) -> web.StreamResponse:
+    """The workbook `gridbot report --xlsx` writes: 台账 and every view, for the page's node and period."""
+    _, report = await _download_report(request)
     body = await asyncio.to_thread(ledger_export.xlsx_bytes, report)
     return _attachment(
         body, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", _filename(report, ".xlsx")
@@ -220,11 +225,7 @@ async def rates_xlsx(request: web.Request) -> web.StreamResponse:
 
 async def rates_csv(request: web.Request) -> web.StreamResponse:
     """The page's view (or, with by=ledger, the 台账) as `gridbot report --csv` writes it."""
-    try:
-        query = parse_query(request)
-    except BadQuery as exc:
-        raise web.HTTPBadRequest(text=str(exc)) from None
-    report = await _report(request, query)
+    query, report = await _download_report(request)
     if request.query.get("by") == "ledger":
         body = ledger_export.csv_bytes(ledger_export.LEDGER_COLUMNS, report.ledger, report.zone)
         name = _filename(report, "_台账.csv")
