@@ -195,6 +195,12 @@ class Settings(BaseSettings):
             raise ValueError("unknown time zone") from exc
         return value
 
+    @field_validator("grid_file", "model_file", "media_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        # `GRIDBOT_GRID_FILE=` as .env.example has it means "none", not the current directory.
+        return None if value == "" else value
+
     @field_validator("grid_file", "categories_file", "policy_file", "model_file")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:

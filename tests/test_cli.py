@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -410,3 +411,15 @@ def _wait_for_log(proc: subprocess.Popen[str], needle: str) -> None:
             if not line and proc.poll() is not None:
                 break
     raise AssertionError(f"no {needle!r} from {proc.args} (exit {proc.poll()})")
+
+
+def test_the_example_env_file_copied_as_is_is_a_valid_configuration(tmp_path: Path) -> None:
+    """.env.example says "copy to .env": empty values (GRIDBOT_GRID_FILE=, …) mean "none" and every
+    variable it lists is one gridbot knows."""
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text(encoding="utf-8"), encoding="utf-8")
+    assert _run(["db", "upgrade"], {}, cwd=tmp_path).returncode == 0
+    from bot.config import Settings
+
+    listed = re.findall(r"^(?:# )?GRIDBOT_([A-Z0-9_]+)=", (ROOT / ".env.example").read_text(encoding="utf-8"), re.M)
+    names = {n.lower() for n in listed}  # set, or shown commented out with its default
+    assert names == set(Settings.model_fields), names ^ set(Settings.model_fields)
