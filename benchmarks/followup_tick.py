@@ -50,7 +50,7 @@ from bot.config import DEMO_GRID_FILE, Settings
 from handlers.context import Services
 from handlers.followup import LEASE, FollowUp
 from storage import cases, grids
-from storage.db import SessionFactory, create_engine, session_factory, transaction, upgrade
+from storage.db import SessionFactory, create_engine, drop_schema, session_factory, transaction, upgrade
 from storage.lifecycle import Status
 from storage.models import Case, GridNode, OutboxMessage, PingLease, Resident
 
@@ -74,11 +74,7 @@ BATCH_ROWS = 50_000
 
 async def fresh_database(url: str, revision: str) -> None:
     if url.startswith("postgresql"):
-        engine = create_engine(url)
-        async with engine.begin() as conn:
-            await conn.execute(text("DROP SCHEMA public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-        await engine.dispose()
+        await drop_schema(url)
     await upgrade(url, revision)
 
 

@@ -458,18 +458,9 @@ async def _check(db_url: str, acked: set[str]) -> dict[str, Any]:
 
 
 def reset_pg(url: str) -> None:
-    from sqlalchemy import text
+    from storage.db import drop_schema
 
-    from storage.db import create_engine
-
-    async def go() -> None:
-        engine = create_engine(url)
-        async with engine.begin() as conn:
-            await conn.execute(text("DROP SCHEMA public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-        await engine.dispose()
-
-    asyncio.run(go())
+    asyncio.run(drop_schema(url))
 
 
 # ---------------------------------------------------------------------------------------------

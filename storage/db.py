@@ -14,7 +14,7 @@ from typing import Any
 import aiosqlite
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -185,6 +185,18 @@ async def transaction(factory: SessionFactory, *, durable: bool = False) -> Asyn
             yield session
     finally:
         writers.release()
+
+
+async def drop_schema(url: str) -> None:
+    """Empty a PostgreSQL database: every table, index and migration record gone (the tests' and
+    benchmarks' scratch databases, before migrating afresh). Never point it at real data."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        await engine.dispose()
 
 
 def alembic_config(url: str) -> Config:

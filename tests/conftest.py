@@ -25,7 +25,7 @@ from bot.fake_wechat import FakeWeChat
 from bot.fake_wecom import FakeWeCom
 from bot.wechat import WeChatSimulator
 from bot.wecom import WeComSimulator
-from storage.db import SessionFactory, create_engine, session_factory, transaction, upgrade_sync
+from storage.db import SessionFactory, create_engine, drop_schema, session_factory, transaction, upgrade_sync
 from storage.models import ALL_TABLES, Case, OutboxMessage
 
 # Hypothesis: "ci" (the default) is small and derandomized, so a run is fast and repeatable;
@@ -88,19 +88,11 @@ ON_POSTGRES = PG_URL.startswith("postgresql")
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Migrations run once per session: a SQLite file to copy, or the PostgreSQL schema."""
     if ON_POSTGRES:
-        engine_url = PG_URL
         import asyncio
 
-        async def reset() -> None:
-            engine = create_engine(engine_url)
-            async with engine.begin() as conn:
-                await conn.execute(text("DROP SCHEMA public CASCADE"))
-                await conn.execute(text("CREATE SCHEMA public"))
-            await engine.dispose()
-
-        asyncio.run(reset())
-        upgrade_sync(engine_url)
-        return engine_url
+        asyncio.run(drop_schema(PG_URL))
+        upgrade_sync(PG_URL)
+        return PG_URL
     path = tmp_path_factory.mktemp("db") / "template.sqlite3"
     upgrade_sync(f"sqlite+aiosqlite:///{path}")
     return str(path)
@@ -266,6 +258,16 @@ async def wechat(
 ) -> AsyncIterator[WeChat]:
     client = await aiohttp_client(create_app(settings, clock=clock, background=False))
     yield WeChat(client, clock, fake_wechat, aes_key)
+
+
+@pytest.fixture
+async def with_media(
+    aiohttp_client: Any, settings: Settings, clock: FakeClock, fake_wechat: FakeWeChat, tmp_path: Path
+) -> WeChat:
+    """The app with a media directory: photos are fetched from (fake) WeChat and kept."""
+    configured = settings.model_copy(update={"media_dir": tmp_path / "media"})
+    client = await aiohttp_client(create_app(configured, clock=clock, background=False))
+    return WeChat(client, clock, fake_wechat, "")
 
 
 class WeCom:

@@ -6,25 +6,22 @@ from __future__ import annotations
 
 import io
 import re
-from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from aiohttp import ClientResponse
 
-from bot.app import FACTORY, SERVICES, create_app
-from bot.config import DEMO_GRID_FILE, Settings
+from bot.app import FACTORY, SERVICES
+from bot.config import DEMO_GRID_FILE
 from bot.console.auth import COOKIE
 from bot.console.passwords import check_password, hash_password
-from bot.fake_wechat import FakeWeChat
 from handlers import messages as m
 from storage import console, grids
 from storage.cases import timeline
 from storage.db import transaction
 from storage.lifecycle import Status
 from storage.models import Case, GridNode
-from tests.conftest import INSIDE_HP01, LEADER_HP, LEADER_HP01, RESIDENT, RESIDENT_2, FakeClock, WeChat
+from tests.conftest import INSIDE_HP01, LEADER_HP, LEADER_HP01, RESIDENT, RESIDENT_2, WeChat
 
 PASSWORD = "correct-horse-42"
 LAMP = "幸福里小区3号楼东侧路灯坏了"
@@ -413,16 +410,6 @@ async def test_a_dispatcher_reopens_a_resolved_case_as_a_residents_complaint_wou
 
 
 # --- photos -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def with_media(
-    aiohttp_client: Any, settings: Settings, clock: FakeClock, fake_wechat: FakeWeChat, tmp_path: Path
-) -> WeChat:
-    """The app with a media directory: photos are fetched from (fake) WeChat and kept."""
-    configured = settings.model_copy(update={"media_dir": tmp_path / "media"})
-    client = await aiohttp_client(create_app(configured, clock=clock, background=False))
-    return WeChat(client, clock, fake_wechat, "")
 
 
 async def test_a_cases_photo_is_shown_to_those_who_may_see_the_case(with_media: WeChat) -> None:

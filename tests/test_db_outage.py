@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from bot import receive
 from bot.app import RECEIVER
-from storage.db import create_engine, upgrade
+from storage.db import drop_schema, upgrade
 from storage.lifecycle import Status
 from tests.conftest import LEADER_HP01, RESIDENT, RESIDENT_2, WeChat, free_port
 
@@ -101,11 +100,7 @@ def postgres() -> Iterator[Postgres]:
 async def database_url(postgres: Postgres) -> AsyncIterator[str]:
     """This module's tests run on the throwaway server (overrides the suite's database)."""
     await asyncio.to_thread(_ensure_running, postgres)
-    engine = create_engine(postgres.url)
-    async with engine.begin() as conn:
-        await conn.execute(text("DROP SCHEMA public CASCADE"))
-        await conn.execute(text("CREATE SCHEMA public"))
-    await engine.dispose()
+    await drop_schema(postgres.url)
     await upgrade(postgres.url)
     yield postgres.url
 

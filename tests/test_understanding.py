@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import pytest
 from sqlmodel import select
 
-from bot.app import FACTORY, create_app
-from bot.config import Settings
-from bot.fake_wechat import FakeWeChat
+from bot.app import FACTORY
 from storage.db import transaction
 from storage.lifecycle import Status
 from storage.models import LabelledExample
-from tests.conftest import INSIDE_HP01, LEADER_CH01, LEADER_HP01, RESIDENT, RESIDENT_2, FakeClock, WeChat
+from tests.conftest import INSIDE_HP01, LEADER_CH01, LEADER_HP01, RESIDENT, RESIDENT_2, WeChat
 
 STREET_LEADER = "o_demo_lijianguo_xf"
 INSIDE_CH01 = (39.92625, 116.42250)
@@ -148,15 +144,6 @@ async def test_query_shows_the_timeline_to_the_reporter_only(wechat: WeChat) -> 
 async def test_traditional_characters_are_understood(wechat: WeChat) -> None:
     reply = await wechat.text(RESIDENT, "幸福里小區3號樓的電梯壞了")
     assert reply is not None and "已受理：物业管理" in reply and "和平里第一网格" in reply
-
-
-@pytest.fixture
-async def with_media(
-    aiohttp_client: Any, settings: Settings, clock: FakeClock, fake_wechat: FakeWeChat, tmp_path: Path
-) -> WeChat:
-    configured = settings.model_copy(update={"media_dir": tmp_path / "media"})
-    client = await aiohttp_client(create_app(configured, clock=clock, background=False))
-    return WeChat(client, clock, fake_wechat, "")
 
 
 async def test_photos_are_fetched_into_local_storage(with_media: WeChat, tmp_path: Path) -> None:
