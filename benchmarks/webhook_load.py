@@ -35,6 +35,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -457,6 +458,45 @@ async def _check(db_url: str, acked: set[str]) -> dict[str, Any]:
     }
 
 
+async def _drain(db_url: str, since: float, give_up_after: float) -> dict[str, Any]:
+    """After the load: wait until every stored message is processed (the servers still running),
+    and report how long that took and processing's own rate over the whole run. Acknowledging
+    faster than processing is a queue: this is how long residents wait for their case numbers."""
+    t0 = time.time()
+    while True:
+        waiting = (await _query(db_url, "SELECT COUNT(*) FROM inbound_message WHERE status = 'received'"))[0][0]
+        if waiting == 0 or time.time() - t0 > give_up_after:
+            break
+        await asyncio.sleep(0.5)
+    done = time.time()
+    total = (await _query(db_url, "SELECT COUNT(*) FROM inbound_message"))[0][0]
+    modes = await _query(db_url, "SELECT reply_mode, COUNT(*) FROM inbound_message GROUP BY 1")
+    return {
+        "left_unprocessed": waiting,
+        "drain_seconds": round(done - t0, 1),
+        "processed_per_second": round((total - waiting) / (done - since), 1),
+        "reply_modes": {str(k): v for k, v in modes},
+    }
+
+
+async def _query(db_url: str, sql: str) -> list[Any]:
+    """A read beside the running servers. SQLite: a plain reader (WAL lets it read while they
+    write; the app's engine would BEGIN IMMEDIATE and queue for the write lock)."""
+    if db_url.startswith("sqlite"):
+        with contextlib.closing(sqlite3.connect(db_url.split("///", 1)[1])) as conn:
+            return conn.execute(sql).fetchall()
+    from sqlalchemy import text
+
+    from storage.db import create_engine
+
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            return list((await conn.execute(text(sql))).all())
+    finally:
+        await engine.dispose()
+
+
 def reset_pg(url: str) -> None:
     from storage.db import drop_schema
 
@@ -482,6 +522,8 @@ def run_config(args: argparse.Namespace, db: str, workers: int, tmp: Path) -> di
     phases: list[PhaseResult] = []
     soak: list[tuple[float, list[float]]] = []
     stack.start()
+    t_start = time.time()
+    drain: dict[str, Any] = {}
     spies = []
     if args.py_spy and url is not None:  # sample the servers for the whole run (collapsed stacks)
         py_spy = Path(sys.executable).with_name("py-spy")
@@ -518,6 +560,9 @@ def run_config(args: argparse.Namespace, db: str, workers: int, tmp: Path) -> di
             )  # fmt: skip
             phases.append(res)
             print(f"{label} {res.target}: {fmt(res)}", flush=True)
+        if url is not None:
+            drain = asyncio.run(_drain(url, t_start, args.drain_timeout))
+            print(f"{label} processing: {drain}", flush=True)
     finally:
         for spy in spies:
             spy.send_signal(signal.SIGINT)
@@ -527,7 +572,14 @@ def run_config(args: argparse.Namespace, db: str, workers: int, tmp: Path) -> di
     checks = asyncio.run(_check(url, keys)) if url is not None else {}
     if checks:
         print(f"{label} durability: {checks}", flush=True)
-    return {"db": db, "workers": workers, "phases": [asdict(p) for p in phases], "soak_rss": soak, "checks": checks}
+    return {
+        "db": db,
+        "workers": workers,
+        "phases": [asdict(p) for p in phases],
+        "soak_rss": soak,
+        "checks": checks,
+        "processing": drain,
+    }
 
 
 def fmt(r: PhaseResult) -> str:
@@ -568,6 +620,9 @@ def main(args: argparse.Namespace) -> None:
                 ours = r["phases"][-1]["rate"]
                 print(f"{r['db']} ×{r['workers']}: {ours:.0f} msg/s = {ours / bare_max:.1%} of bare ({bare_max:.0f})")
     for r in results:
+        if r["processing"]:
+            print(f"{r['db']} ×{r['workers']} processing: {r['processing']}")
+    for r in results:
         if r["soak_rss"]:
             print(f"{r['db']} ×{r['workers']} soak RSS (s, MiB per process): {r['soak_rss']}")
     if args.json:
@@ -605,6 +660,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("GRIDBOT_BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test_load"),
         help="a SCRATCH database: its public schema is dropped",
     )
+    p.add_argument("--drain-timeout", type=float, default=600, help="seconds to wait for processing to catch up")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--py-spy", help="py-spy the servers: collapsed stacks to PREFIX-<db>-<workers>-<n>.txt")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, SQLite file)")

@@ -1,11 +1,14 @@
 """Receiving one message: stored before it is answered, processed exactly once, answered in time.
 
-1. The message is written to the inbound log in its own short transaction. A duplicate key means
-   WeChat is retrying: the retry gets the reply the first delivery produced.
+1. The message is written to the inbound log. Messages that arrive while a commit is under way are
+   stored together by the next one (group commit: one fsync for the lot, not one each). A key that
+   is already stored means WeChat is retrying: the retry gets the reply the first delivery produced.
 2. Processing claims the row, runs the handlers and commits the case change, its events, the
    outbox rows and the reply together.
 3. The webhook waits for that within the reply budget. Past it WeChat gets "success" and the
-   reply goes out as a customer-service message when processing finishes.
+   reply goes out as a customer-service message when processing finishes. When the messages
+   already waiting would not be processed within a second (a flood), it does not wait at all: the
+   sender hears at once that the message is in, and the reply follows as a customer-service message.
 4. A process that dies after step 1 leaves the row "received"; `recover()` processes it later and
    replies through customer service.
 """
@@ -13,13 +16,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
-
-from sqlalchemy.exc import IntegrityError
 
 from bot.clock import Clock
 from bot.outbox import MEDIA_CHANNELS
@@ -35,8 +37,13 @@ log = logging.getLogger("gridbot.receive")
 PASSIVE = "passive"
 CUSTOMER_SERVICE = "customer_service"
 NONE = "none"
-PROCESSING_AT_ONCE = 8  # of the 15 pooled connections (SQLAlchemy: 5 + 10 overflow): the store and delivery keep theirs
+PROCESSING_AT_ONCE = 1  # of the 15 pooled connections (SQLAlchemy: 5 + 10 overflow): the store and delivery keep theirs
 PROCESSING_FAILED = "抱歉，系统处理出了问题。您的消息已保存，工作人员会尽快处理。"
+# The passive reply when processing is too far behind to answer within WAIT_AT_MOST: the message is
+# stored, the real reply (case number, command result) follows as a customer-service message.
+RECEIVED = "已收到您的消息，正在处理，结果稍后发给您。"
+WAIT_AT_MOST = 1.0  # seconds: a resident never waits longer than this for the first answer
+STORE_AT_ONCE = 256  # messages in one group commit (7 bound values each: well under SQLite's limit)
 
 
 @dataclass
@@ -46,6 +53,64 @@ class _Handoff:
     abandoned: bool = False  # the webhook gave up waiting: reply through customer service
     committing: bool = False  # processing chose the passive reply and is committing it
     done: asyncio.Future[str | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass
+class _Arrival:
+    row: dict[str, Any]  # storage.inbound.new_row
+    wakes: bool  # a message (not an event): opens the customer-service window again
+    stored: asyncio.Future[int | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class GroupCommit:
+    """Stores messages in batches: whatever arrived while the last commit was under way goes into
+    the next one. One durable commit costs one fsync (SQLite) or one WAL flush (PostgreSQL), the
+    same for 1 message as for 200, so under a flood the disk stops being what limits the webhook.
+    Alone, a message is committed at once, as before: batching adds no wait of its own."""
+
+    def __init__(self, factory: SessionFactory, clock: Clock) -> None:
+        self.factory = factory
+        self.clock = clock
+        self._queue: collections.deque[_Arrival] = collections.deque()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def store(self, row: dict[str, Any], *, wakes: bool) -> int | None:
+        """The row's id once it is durably stored; None when its key was stored before (a retry).
+        Raises what the database raised: not stored, so not to be acknowledged."""
+        arrival = _Arrival(row, wakes)
+        self._queue.append(arrival)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="inbound-store")
+        return await asyncio.shield(arrival.stored)
+
+    async def _write(self) -> None:
+        try:
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), STORE_AT_ONCE))]
+                try:
+                    ids = await self._commit(batch)
+                except Exception as exc:
+                    for arrival in batch:
+                        arrival.stored.set_exception(exc)
+                    continue
+                for arrival in batch:
+                    # A key twice in one batch (a retry hard on the first delivery's heels): the
+                    # first arrival stored it, the second is the retry.
+                    arrival.stored.set_result(ids.pop(arrival.row["dedupe_key"], None))
+        finally:  # cancelled (shutdown): whoever still waits was not stored
+            while self._queue:
+                self._queue.popleft().stored.set_exception(ConnectionAbortedError("shutting down"))
+
+    async def _commit(self, batch: list[_Arrival]) -> dict[str, int]:
+        # Durable: WeChat hears "stored" for these (even a power cut must not lose them).
+        async with transaction(self.factory, durable=True) as session:
+            ids = await inbound.store_many(session, list({a.row["dedupe_key"]: a.row for a in batch}.values()))
+            # Their message opens WeChat's customer-service window again: what was held for them
+            # (bot/delivery.py) is due now, committed with the message that woke it. (Events do
+            # not: see storage.inbound.last_from.)
+            woken = {a.row["sender"] for a in batch if a.wakes and a.row["dedupe_key"] in ids}
+            await outbox.wake_held_many(session, recipients=woken, now=self.clock.now())
+        return ids
 
 
 class Receiver:
@@ -70,39 +135,36 @@ class Receiver:
         # PostgreSQL connection and the next message could not even be stored (answered in time);
         # the rest wait here, stored and acknowledged, holding no connection.
         self.processing = asyncio.Semaphore(PROCESSING_AT_ONCE)
+        self.store = GroupCommit(factory, clock)
+        self.backlog = 0  # messages stored here and not yet processed
+        self._finished: collections.deque[float] = collections.deque(maxlen=512)  # when (monotonic)
 
     async def receive(self, msg: Inbound, dedupe_key: str) -> str | None:
         """The passive reply to give WeChat now (None: answer "success")."""
         started = self.clock.monotonic()
-        try:
-            # Durable: WeChat hears "stored" for it (even a power cut must not lose it).
-            async with transaction(self.factory, durable=True) as session:
-                row = inbound.new_row(
-                    dedupe_key=dedupe_key,
-                    channel=msg.channel,
-                    sender=msg.sender,
-                    msg_type=msg.kind,
-                    payload=msg.to_payload(),
-                    now=self.clock.now(),
-                )
-                session.add(row)
-                # Their message opens WeChat's customer-service window again: what was held for
-                # them (bot/delivery.py) is due now, committed with the message that woke it.
-                # (Events do not: see storage.inbound.last_from.)
-                if msg.kind != "event":
-                    await outbox.wake_held(session, recipient=msg.sender, now=self.clock.now())
-        except IntegrityError:
+        row = inbound.new_row(
+            dedupe_key=dedupe_key,
+            channel=msg.channel,
+            sender=msg.sender,
+            msg_type=msg.kind,
+            payload=msg.to_payload(),
+            now=self.clock.now(),
+        )
+        row_id = await self.store.store(row, wakes=msg.kind != "event")
+        if row_id is None:
             return await self._retry(dedupe_key)
-        assert row.id is not None
+        if not self._can_wait():
+            self._track(self._process(row_id, msg, _Handoff(abandoned=True)))
+            return None if msg.kind == "event" else RECEIVED
         handoff = _Handoff()
-        self._track(self._process(row.id, msg, handoff))
+        self._track(self._process(row_id, msg, handoff))
         remaining = max(self.budget - (self.clock.monotonic() - started), 0.05)
         try:
             return await asyncio.wait_for(asyncio.shield(handoff.done), remaining)
         except TimeoutError:
             if not handoff.committing:
                 handoff.abandoned = True
-                log.warning("reply budget exceeded; will reply via customer service", extra={"inbound_id": row.id})
+                log.warning("reply budget exceeded; will reply via customer service", extra={"inbound_id": row_id})
                 return None
         # The passive reply is being committed right now: commits are quick, wait a little more.
         try:
@@ -119,9 +181,26 @@ class Receiver:
         # Still being processed (or answered through customer service): "success" and no second case.
         return None
 
+    def _can_wait(self) -> bool:
+        """Whether this message will be processed within WAIT_AT_MOST, judged by the messages ahead
+        of it and how fast messages were processed over the last two seconds."""
+        if self.backlog < PROCESSING_AT_ONCE:
+            return True  # it starts at once
+        now = self.clock.monotonic()
+        recent = [t for t in self._finished if t > now - 2.0]
+        if len(recent) < 2:
+            return False  # a queue, and nothing finished lately: no promise to make
+        rate = len(recent) / max(now - recent[0], 1e-3)
+        return (self.backlog + 1) / rate <= min(WAIT_AT_MOST, self.budget)
+
     async def _process(self, row_id: int, msg: Inbound, handoff: _Handoff | None) -> None:
-        async with self.processing:
-            await self._process_one(row_id, msg, handoff)
+        self.backlog += 1
+        try:
+            async with self.processing:
+                await self._process_one(row_id, msg, handoff)
+        finally:
+            self.backlog -= 1
+            self._finished.append(self.clock.monotonic())
 
     async def _process_one(self, row_id: int, msg: Inbound, handoff: _Handoff | None) -> None:
         try:

@@ -109,7 +109,9 @@ class WeChatTransport:
         outer = safe_xml(body)
         if encrypted and self.crypto is not None:
             try:
-                xml = self.crypto.decrypt_message(body, query.get("msg_signature", ""), query["timestamp"], nonce)
+                # The envelope as already parsed (wechatpy takes its fields as a dict): not parsed twice.
+                envelope = {"Encrypt": outer.findtext("Encrypt") or ""}
+                xml = self.crypto.decrypt_message(envelope, query.get("msg_signature", ""), query["timestamp"], nonce)
             except InvalidSignatureException as exc:
                 raise ProtocolError(403, "bad msg_signature") from exc
             except DECRYPT_ERRORS as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,9 @@ class Inbound:
     title: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Every field is a plain value: a shallow copy does what dataclasses.asdict does (which
+        # deep-copies recursively, a tenth of a millisecond on each webhook call).
+        data = dict(self.__dict__)
         data["created_at"] = self.created_at.isoformat()
         return data
 

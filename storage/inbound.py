@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -14,15 +15,38 @@ from storage.models import InboundMessage
 
 def new_row(
     *, dedupe_key: str, channel: str, sender: str, msg_type: str, payload: dict[str, Any], now: datetime
-) -> InboundMessage:
-    return InboundMessage(
-        dedupe_key=dedupe_key,
-        channel=channel,
-        sender=sender,
-        msg_type=msg_type,
-        payload=payload,
-        received_at=now,
+) -> dict[str, Any]:
+    """The columns of a message to store (store_many). A plain dict: building the SQLModel object
+    (validation, ORM instrumentation) cost more than storing it, on every webhook call."""
+    return {
+        "dedupe_key": dedupe_key,
+        "channel": channel,
+        "sender": sender,
+        "msg_type": msg_type,
+        "payload": payload,
+        "received_at": now,
+        "status": "received",
+    }
+
+
+async def store_many(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert, in one statement, the messages not stored before: dedupe key → id of each inserted
+    now. A key already stored (WeChat retrying) is skipped without an error, so one retry does not
+    undo the others stored in the same commit (storage.db: group commit)."""
+    if not rows:
+        return {}
+    table = InboundMessage.__table__  # type: ignore[attr-defined]  # Core: no ORM unit of work for rows nobody loads again
+    conn = await session.connection()
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = (
+        insert(table)  # type: ignore[arg-type]
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(table.c.dedupe_key, table.c.id)  # type: ignore[attr-defined]
     )
+    # Many parameter sets, one statement: SQLAlchemy's insertmanyvalues writes the multi-row
+    # VALUES itself, and the compiled statement is cached (a .values(list) is compiled anew each time).
+    result = await conn.execute(stmt, rows)
+    return {key: int(row_id) for key, row_id in result.all()}
 
 
 async def by_key(session: AsyncSession, dedupe_key: str) -> InboundMessage | None:

@@ -163,6 +163,19 @@ async def wake_held(session: AsyncSession, *, recipient: str, now: datetime) -> 
     return int(result.rowcount or 0)
 
 
+async def wake_held_many(session: AsyncSession, *, recipients: set[str], now: datetime) -> int:
+    """wake_held for everyone who wrote in one batch of stored messages, in one statement."""
+    if not recipients:
+        return 0
+    result = await session.exec(  # type: ignore[call-overload]
+        update(OutboxMessage)
+        .where(col(OutboxMessage.recipient).in_(sorted(recipients)), col(OutboxMessage.status) == "held")
+        .values(status="pending", next_attempt_at=now, claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)
+
+
 async def reschedule(session: AsyncSession, *, row_id: int, at: datetime) -> None:
     """Not now (a rate limit): due again at `at`, without counting an attempt."""
     await _set(session, row_id, next_attempt_at=at, claimed_until=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from sqlmodel import select
@@ -69,16 +70,15 @@ async def test_message_acknowledged_before_a_crash_is_processed_on_recovery(wech
     """Simulates a process killed right after storing (and acknowledging) a message."""
     msg = Inbound(channel="wechat", sender=RESIDENT, kind="text", created_at=wechat.clock.now(), msg_id=7, text=REPORT)
     async with transaction(wechat.app[FACTORY]) as session:
-        session.add(
-            inbound.new_row(
-                dedupe_key=f"{RESIDENT}:7",
-                channel="wechat",
-                sender=RESIDENT,
-                msg_type="text",
-                payload=msg.to_payload(),
-                now=wechat.clock.now(),
-            )
+        row = inbound.new_row(
+            dedupe_key=f"{RESIDENT}:7",
+            channel="wechat",
+            sender=RESIDENT,
+            msg_type="text",
+            payload=msg.to_payload(),
+            now=wechat.clock.now(),
         )
+        assert await inbound.store_many(session, [row]) == {f"{RESIDENT}:7": ANY}
     assert await wechat.app[RECEIVER].recover() == 0  # too fresh: its own process may still be at it
     wechat.clock.advance(minutes=1)
     assert await wechat.app[RECEIVER].recover() == 1
