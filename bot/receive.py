@@ -37,7 +37,7 @@ log = logging.getLogger("gridbot.receive")
 PASSIVE = "passive"
 CUSTOMER_SERVICE = "customer_service"
 NONE = "none"
-PROCESSING_AT_ONCE = 1  # of the 15 pooled connections (SQLAlchemy: 5 + 10 overflow): the store and delivery keep theirs
+PROCESSING_AT_ONCE = 8  # of the 15 pooled connections (SQLAlchemy: 5 + 10 overflow): the store and delivery keep theirs
 PROCESSING_FAILED = "抱歉，系统处理出了问题。您的消息已保存，工作人员会尽快处理。"
 # The passive reply when processing is too far behind to answer within WAIT_AT_MOST: the message is
 # stored, the real reply (case number, command result) follows as a customer-service message.
@@ -138,6 +138,7 @@ class Receiver:
         self.store = GroupCommit(factory, clock)
         self.backlog = 0  # messages stored here and not yet processed
         self._finished: collections.deque[float] = collections.deque(maxlen=512)  # when (monotonic)
+        self._took: float | None = None  # seconds one message takes to process (moving average)
 
     async def receive(self, msg: Inbound, dedupe_key: str) -> str | None:
         """The passive reply to give WeChat now (None: answer "success")."""
@@ -183,21 +184,28 @@ class Receiver:
 
     def _can_wait(self) -> bool:
         """Whether this message will be processed within WAIT_AT_MOST, judged by the messages ahead
-        of it and how fast messages were processed over the last two seconds."""
+        of it and how fast messages were processed over the last two seconds (or, with too few
+        finished lately to tell, by how long one took)."""
         if self.backlog < PROCESSING_AT_ONCE:
             return True  # it starts at once
         now = self.clock.monotonic()
         recent = [t for t in self._finished if t > now - 2.0]
-        if len(recent) < 2:
-            return False  # a queue, and nothing finished lately: no promise to make
-        rate = len(recent) / max(now - recent[0], 1e-3)
+        if len(recent) >= 2:
+            rate = len(recent) / max(now - recent[0], 1e-3)
+        elif self._took is not None:
+            rate = PROCESSING_AT_ONCE / max(self._took, 1e-3)
+        else:
+            return True  # nothing measured yet: the reply budget still bounds the wait
         return (self.backlog + 1) / rate <= min(WAIT_AT_MOST, self.budget)
 
     async def _process(self, row_id: int, msg: Inbound, handoff: _Handoff | None) -> None:
         self.backlog += 1
         try:
             async with self.processing:
+                started = self.clock.monotonic()
                 await self._process_one(row_id, msg, handoff)
+                took = self.clock.monotonic() - started
+                self._took = took if self._took is None else 0.8 * self._took + 0.2 * took
         finally:
             self.backlog -= 1
             self._finished.append(self.clock.monotonic())

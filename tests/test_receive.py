@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 from unittest.mock import ANY
 
 import pytest
+from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
 import bot.receive
@@ -28,7 +31,7 @@ async def slow(
     clock: FakeClock,
     fake_wechat: Any,
     monkeypatch: pytest.MonkeyPatch,
-) -> tuple[WeChat, asyncio.Event]:
+) -> AsyncIterator[tuple[WeChat, asyncio.Event]]:
     """Processing is held back until the test releases it; the reply budget is 0.1 s.
 
     (Held before its transaction: on SQLite a transaction holds the one write lock.)"""
@@ -42,7 +45,8 @@ async def slow(
     monkeypatch.setattr(bot.receive.Receiver, "_process", held)
     quick = settings.model_copy(update={"reply_budget_seconds": 0.1})
     client = await aiohttp_client(create_app(quick, clock=clock, background=False))
-    return WeChat(client, clock, fake_wechat, ""), release
+    yield WeChat(client, clock, fake_wechat, ""), release
+    release.set()  # a test that failed before releasing it: the app's shutdown waits for processing
 
 
 async def test_slow_answer_becomes_success_then_a_customer_service_message(
@@ -108,3 +112,83 @@ async def test_concurrent_duplicates_make_one_case(wechat: WeChat) -> None:
     results = await asyncio.gather(*(wechat.post(xml) for _ in range(3)))
     assert all(status == 200 for status, _ in results)
     assert len(await wechat.cases()) == 1
+    # The first delivery got the receipt; the retries (stored in the same commit or after) did not.
+    replies = [wechat.sim.read_reply(body) for _, body in results]
+    assert sum(1 for r in replies if r and "已受理" in r) == 1 and replies.count(None) == 2
+
+
+async def test_messages_arriving_together_are_stored_by_one_commit(
+    wechat: WeChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    real = inbound.store_many
+
+    async def counted(session: Any, rows: list[dict[str, Any]]) -> dict[str, int]:
+        batches.append(len(rows))
+        return await real(session, rows)
+
+    monkeypatch.setattr(inbound, "store_many", counted)
+    residents = [f"o_batch_resident_{n:02d}" for n in range(12)]
+    results = await asyncio.gather(*(wechat.post(wechat.xml(r, "text", {"Content": REPORT})) for r in residents))
+    assert [status for status, _ in results] == [200] * 12
+    assert sum(batches) == 12 and len(batches) < 12  # some shared a commit (the first goes alone)
+    async with transaction(wechat.app[FACTORY]) as session:
+        rows = (await session.exec(select(InboundMessage))).all()
+    assert sorted(r.sender for r in rows) == residents
+    # Each processed in time, its case number in the passive reply (a receipt, or the note that it
+    # joined a neighbour's case about the same lamp).
+    replies = [wechat.sim.read_reply(body) or "" for _, body in results]
+    assert all("编号 G" in r for r in replies), replies
+
+
+async def test_a_store_that_fails_is_not_acknowledged_and_the_next_one_works(
+    wechat: WeChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = inbound.store_many
+
+    async def broken(session: Any, rows: list[dict[str, Any]]) -> dict[str, int]:
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(inbound, "store_many", broken)
+    results = await asyncio.gather(*(wechat.post(wechat.xml(RESIDENT, "text", {"Content": REPORT})) for _ in range(2)))
+    assert [status for status, _ in results] == [503, 503]  # not stored: WeChat will try again
+    monkeypatch.setattr(inbound, "store_many", real)
+    assert "已受理" in (await wechat.text(RESIDENT, REPORT) or "")
+
+
+async def test_under_a_flood_the_sender_hears_at_once_and_the_reply_follows(wechat: WeChat) -> None:
+    """Processing far behind (the messages ahead would take longer than WAIT_AT_MOST): the webhook
+    does not wait for this one. The sender gets 已收到 now; the receipt with the case number comes
+    as a customer-service message once it is processed."""
+    receiver = wechat.app[RECEIVER]
+    receiver.backlog = bot.receive.PROCESSING_AT_ONCE  # every processing slot taken, nothing finishing
+    receiver._took = 5.0  # and a message takes seconds
+    assert await wechat.text(RESIDENT, REPORT) == bot.receive.RECEIVED
+    await receiver.wait_idle()
+    await wechat.deliver()
+    [case] = await wechat.cases()
+    [receipt] = wechat.pushes_to(RESIDENT)
+    assert "已受理" in receipt and case.number in receipt
+    async with transaction(wechat.app[FACTORY]) as session:
+        [row] = (await session.exec(select(InboundMessage))).all()
+    assert row.reply_mode == bot.receive.CUSTOMER_SERVICE
+
+
+async def test_the_wait_is_judged_by_the_queue_and_the_recent_rate(wechat: WeChat) -> None:
+    receiver = wechat.app[RECEIVER]
+    assert receiver._can_wait()  # idle
+    now = time.monotonic()
+    receiver._finished.extend(now - 1.0 + i / 100 for i in range(100))  # 100 a second lately
+    receiver.backlog = 20  # 0.21 s ahead of the next message (within WAIT_AT_MOST and the budget)
+    assert receiver._can_wait()
+    receiver.backlog = 200  # 2 s ahead: more than WAIT_AT_MOST
+    assert not receiver._can_wait()
+    receiver._finished.clear()  # a queue, and nothing measured yet: the reply budget bounds the wait
+    receiver.backlog = bot.receive.PROCESSING_AT_ONCE
+    assert receiver._can_wait()
+    receiver._took = 0.05  # nothing finished lately, but one takes 50 ms: 8 at once, 160 a second
+    receiver.backlog = 30  # 0.19 s
+    assert receiver._can_wait()
+    receiver.backlog = 200  # 1.26 s
+    assert not receiver._can_wait()
+    receiver.backlog = 0
