@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta, tzinfo
 
 from sqlalchemy import Insert, delete, func, literal, update
@@ -208,6 +209,13 @@ async def case_by_number(session: AsyncSession, number: str) -> Case | None:
 
 async def get_case(session: AsyncSession, case_id: int) -> Case | None:
     return await session.get(Case, case_id)
+
+
+async def get_cases(session: AsyncSession, case_ids: Collection[int]) -> list[Case]:
+    """The cases with these ids (those that exist), in one query."""
+    if not case_ids:
+        return []
+    return list((await session.exec(select(Case).where(col(Case.id).in_(list(case_ids))))).all())
 
 
 async def open_cases_of_assignee(

@@ -11,12 +11,20 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, update
+from sqlalchemy import ColumnElement, Table, and_, exists, func, or_, update
 from sqlalchemy.orm import aliased
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Case, OutboxMessage
+
+# The table itself: the UPDATEs below name its columns, not the model's, so that they run as plain
+# SQL statements. Through the ORM (update(OutboxMessage)) each one went through the bulk-update
+# machinery and an autoflush first, costing more CPU than the statement; none of them needs it, as
+# no outbox row they change is loaded in the session (claim_due syncs the rows it returns itself).
+OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
+_OPEN = ("pending", "held")
 
 
 def enqueue(
@@ -48,18 +56,14 @@ PING = "ping"
 async def cancel_pings(session: AsyncSession, *, case_id: int) -> int:
     """The follow-up engine's reminders about a case not yet delivered: moot once the case moves on.
     A ping that carries other updates merged into it is kept (they would go with it)."""
-    child = aliased(OutboxMessage)
-    carries = exists().where(col(child.merged_into_id) == col(OutboxMessage.id))
+    if any(isinstance(row, OutboxMessage) and row.kind == PING for row in session.new):
+        await session.flush()  # one queued in this transaction is moot too: in the table first
+    child = OUTBOX.alias()
+    carries = exists().where(child.c.merged_into_id == OUTBOX.c.id)
     stmt = (
-        update(OutboxMessage)
-        .where(
-            col(OutboxMessage.case_id) == case_id,
-            col(OutboxMessage.kind) == PING,
-            col(OutboxMessage.status).in_(("pending", "held")),
-            ~carries,
-        )
+        update(OUTBOX)
+        .where(OUTBOX.c.case_id == case_id, OUTBOX.c.kind == PING, OUTBOX.c.status.in_(_OPEN), ~carries)
         .values(status="cancelled", claimed_until=None)
-        .execution_options(synchronize_session=False)
     )
     return int((await session.exec(stmt)).rowcount)  # type: ignore[call-overload]
 
@@ -86,18 +90,25 @@ async def claim_due(session: AsyncSession, *, now: datetime, lease: timedelta, l
         .order_by(col(OutboxMessage.id))
         .limit(limit)
     )
-    claimed = []
-    for row in (await session.exec(stmt)).all():
-        took = await session.exec(  # type: ignore[call-overload]
-            update(OutboxMessage)
-            .where(
-                col(OutboxMessage.id) == row.id,
-                or_(col(OutboxMessage.claimed_until).is_(None), col(OutboxMessage.claimed_until) < now),
-            )
-            .values(claimed_until=now + lease)
+    due = list((await session.exec(stmt)).all())
+    if not due:
+        return []
+    # One UPDATE for the batch, with the lease condition again: RETURNING names the rows it took. A
+    # row another process leased since the SELECT is not among them (PostgreSQL re-checks the
+    # condition on the row once that process commits; SQLite has one writer at a time).
+    took = await session.exec(  # type: ignore[call-overload]
+        update(OUTBOX)
+        .where(
+            OUTBOX.c.id.in_([row.id for row in due]),
+            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < now),
         )
-        if took.rowcount == 1:
-            claimed.append(row)
+        .values(claimed_until=now + lease)
+        .returning(OUTBOX.c.id)
+    )
+    ours = set(took.scalars().all())
+    claimed = [row for row in due if row.id in ours]
+    for row in claimed:
+        set_committed_value(row, "claimed_until", now + lease)
     return claimed
 
 
@@ -108,17 +119,10 @@ async def mark_sent(
     message instead of a customer-service one); `merged`: rows delivered inside it."""
     values: dict[str, Any] = {"channel": channel} if channel else {}
     await _set(
-        session, row_id, status="sent", sent_at=now, claimed_until=None, attempts=OutboxMessage.attempts + 1, **values
+        session, row_id, status="sent", sent_at=now, claimed_until=None, attempts=OUTBOX.c.attempts + 1, **values
     )
-    if merged:
-        await _merge(session, into=row_id, row_ids=merged, sent_at=now)
-    # Rows merged into this one earlier (while it was held) went out with it.
-    await session.exec(  # type: ignore[call-overload]
-        update(OutboxMessage)
-        .where(col(OutboxMessage.merged_into_id) == row_id, col(OutboxMessage.status) == "merged")
-        .values(sent_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    # The rows merged into it now, and those merged into it earlier (while it was held), went with it.
+    await _merge(session, into=row_id, row_ids=merged, sent_at=now, earlier=True)
 
 
 async def hold(session: AsyncSession, *, row_id: int, error: str, merged: Sequence[int] = ()) -> None:
@@ -128,17 +132,19 @@ async def hold(session: AsyncSession, *, row_id: int, error: str, merged: Sequen
         await _merge(session, into=row_id, row_ids=merged, sent_at=None)
 
 
-async def _merge(session: AsyncSession, *, into: int, row_ids: Sequence[int], sent_at: datetime | None) -> None:
-    # Only rows still undelivered: one that was sent or parked meanwhile keeps its own fate.
+async def _merge(
+    session: AsyncSession, *, into: int, row_ids: Sequence[int], sent_at: datetime | None, earlier: bool = False
+) -> None:
+    """`row_ids` travel inside `into` from now on (`earlier`: so do the rows merged into it before)."""
+    which = []
+    if row_ids:  # only rows still undelivered: one that was sent or parked meanwhile keeps its own fate
+        which.append(and_(OUTBOX.c.id.in_(list(row_ids)), OUTBOX.c.status.in_((*_OPEN, "merged"))))
+    if earlier:
+        which.append(and_(OUTBOX.c.merged_into_id == into, OUTBOX.c.status == "merged"))
     await session.exec(  # type: ignore[call-overload]
-        update(OutboxMessage)
-        .where(
-            col(OutboxMessage.id).in_(list(row_ids)),
-            col(OutboxMessage.id) != into,
-            col(OutboxMessage.status).in_(("pending", "held", "merged")),
-        )
+        update(OUTBOX)
+        .where(OUTBOX.c.id != into, or_(*which))
         .values(status="merged", merged_into_id=into, sent_at=sent_at, claimed_until=None)
-        .execution_options(synchronize_session=False)
     )
 
 
@@ -155,10 +161,9 @@ async def cancel_unsent(session: AsyncSession, *, reason: str) -> int:
 async def wake_held(session: AsyncSession, *, recipient: str, now: datetime) -> int:
     """The person wrote to us: what was held for them is due now. Returns how many rows woke."""
     result = await session.exec(  # type: ignore[call-overload]
-        update(OutboxMessage)
-        .where(col(OutboxMessage.recipient) == recipient, col(OutboxMessage.status) == "held")
+        update(OUTBOX)
+        .where(OUTBOX.c.recipient == recipient, OUTBOX.c.status == "held")
         .values(status="pending", next_attempt_at=now, claimed_until=None)
-        .execution_options(synchronize_session=False)  # on every message: no outbox row is loaded then
     )
     return int(result.rowcount or 0)
 
@@ -200,31 +205,18 @@ async def recent_sent_times(
 
 async def undelivered(session: AsyncSession, *, recipient: str, channel: str) -> list[OutboxMessage]:
     """Everything still to reach this recipient on this channel, oldest first: pending and held rows
-    and the rows merged into them."""
-    open_rows = list(
-        (
-            await session.exec(
-                select(OutboxMessage)
-                .where(
-                    OutboxMessage.recipient == recipient,
-                    OutboxMessage.channel == channel,
-                    col(OutboxMessage.status).in_(("pending", "held")),
-                )
-                .order_by(col(OutboxMessage.id))
-            )
-        ).all()
+    and the rows merged into them (one statement: this runs before every customer-service push)."""
+
+    def open_rows(row: type[OutboxMessage]) -> ColumnElement[bool]:
+        return and_(col(row.recipient) == recipient, col(row.channel) == channel, col(row.status).in_(_OPEN))
+
+    parent = aliased(OutboxMessage)
+    inside = and_(
+        col(OutboxMessage.status) == "merged",
+        col(OutboxMessage.merged_into_id).in_(select(parent.id).where(open_rows(parent))),
     )
-    ids = [r.id for r in open_rows]
-    children = list(
-        (
-            await session.exec(
-                select(OutboxMessage).where(
-                    col(OutboxMessage.merged_into_id).in_(ids), OutboxMessage.status == "merged"
-                )
-            )
-        ).all()
-    )
-    return sorted(open_rows + children, key=lambda r: r.id or 0)
+    stmt = select(OutboxMessage).where(or_(open_rows(OutboxMessage), inside)).order_by(col(OutboxMessage.id))
+    return list((await session.exec(stmt)).all())
 
 
 async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error: str) -> None:
@@ -234,7 +226,7 @@ async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error:
         next_attempt_at=at,
         claimed_until=None,
         last_error=error[:500],
-        attempts=OutboxMessage.attempts + 1,
+        attempts=OUTBOX.c.attempts + 1,
     )
 
 
@@ -251,7 +243,7 @@ async def mark_parked(session: AsyncSession, *, row_id: int, error: str) -> None
         status="parked",
         claimed_until=None,
         last_error=error[:500],
-        attempts=OutboxMessage.attempts + 1,
+        attempts=OUTBOX.c.attempts + 1,
     )
 
 
@@ -284,7 +276,5 @@ async def requeue(session: AsyncSession, *, row_ids: Sequence[int], now: datetim
 
 
 async def _set(session: AsyncSession, row_id: int, **values: Any) -> None:
-    # The delivery loop's verdicts, each in its own transaction: no outbox row is loaded in the
-    # session, so the ORM has nothing to synchronise (and would spend more than the UPDATE trying).
-    stmt = update(OutboxMessage).where(col(OutboxMessage.id) == row_id).values(**values)
-    await session.exec(stmt.execution_options(synchronize_session=False))  # type: ignore[call-overload]
+    # The delivery loop's verdicts, each in its own transaction with no outbox row loaded.
+    await session.exec(update(OUTBOX).where(OUTBOX.c.id == row_id).values(**values))  # type: ignore[call-overload]
