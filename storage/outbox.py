@@ -11,19 +11,18 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, exists, func, or_, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import table_of
 from storage.models import Case, OutboxMessage
 
-# The table itself: the UPDATEs below name its columns, not the model's, so that they run as plain
-# SQL statements. Through the ORM (update(OutboxMessage)) each one went through the bulk-update
-# machinery and an autoflush first, costing more CPU than the statement; none of them needs it, as
-# no outbox row they change is loaded in the session (claim_due syncs the rows it returns itself).
-OUTBOX: Table = OutboxMessage.__table__  # type: ignore[attr-defined]
+# The UPDATEs below run as plain SQL (see table_of): no outbox row they change is loaded in the
+# session, except by claim_due, which syncs the rows it returns itself.
+OUTBOX = table_of(OutboxMessage)
 _OPEN = ("pending", "held")
 
 
@@ -56,8 +55,6 @@ PING = "ping"
 async def cancel_pings(session: AsyncSession, *, case_id: int) -> int:
     """The follow-up engine's reminders about a case not yet delivered: moot once the case moves on.
     A ping that carries other updates merged into it is kept (they would go with it)."""
-    if any(isinstance(row, OutboxMessage) and row.kind == PING for row in session.new):
-        await session.flush()  # one queued in this transaction is moot too: in the table first
     child = OUTBOX.alias()
     carries = exists().where(child.c.merged_into_id == OUTBOX.c.id)
     stmt = (
