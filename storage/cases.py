@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime, timedelta, tzinfo
 
-from sqlalchemy import Insert, delete, func, literal, update
+from sqlalchemy import Insert, bindparam, delete, func, literal, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
@@ -40,9 +40,14 @@ async def next_case_number(session: AsyncSession, *, now: datetime, zone: tzinfo
     return f"G{day}-{seq:04d}"
 
 
+# The statements run for (nearly) every message are built once, their values bound when they run:
+# building a statement, and SQLAlchemy's cache key for it, costs more CPU than running it.
+_RESIDENT_BY_OPENID = select(Resident).where(Resident.openid == bindparam("openid"))
+
+
 async def resident_for(session: AsyncSession, *, openid: str, now: datetime) -> Resident:
     """The resident behind an openid, created on first contact."""
-    resident = (await session.exec(select(Resident).where(Resident.openid == openid))).first()
+    resident = (await session.exec(_RESIDENT_BY_OPENID, params={"openid": openid})).first()
     if resident is None:
         resident = Resident(openid=openid, first_seen_at=now, last_seen_at=now)
         session.add(resident)
@@ -278,19 +283,22 @@ async def open_cases_for_resident(session: AsyncSession, *, resident_id: int) ->
     return list((await session.exec(stmt)).all())
 
 
+_LATEST_CASE_OF_RESIDENT = (  # built once: see _RESIDENT_BY_OPENID
+    select(Case)
+    .where(
+        Case.resident_id == bindparam("resident_id"),
+        col(Case.created_at) >= bindparam("since"),
+        col(Case.status).in_([*OPEN_STATUSES, Status.DUPLICATE]),
+    )
+    .order_by(col(Case.created_at).desc(), col(Case.id).desc())
+    .limit(1)
+)
+
+
 async def latest_case_of_resident(session: AsyncSession, *, resident_id: int, since: datetime) -> Case | None:
     """The resident's newest case reported since `since` that is still open (repeat reports included)."""
-    stmt = (
-        select(Case)
-        .where(
-            Case.resident_id == resident_id,
-            col(Case.created_at) >= since,
-            col(Case.status).in_([*OPEN_STATUSES, Status.DUPLICATE]),
-        )
-        .order_by(col(Case.created_at).desc(), col(Case.id).desc())
-        .limit(1)
-    )
-    return (await session.exec(stmt)).first()
+    params = {"resident_id": resident_id, "since": since}
+    return (await session.exec(_LATEST_CASE_OF_RESIDENT, params=params)).first()
 
 
 async def open_in_grids(session: AsyncSession, *, grid_ids: list[int]) -> list[Case]:
@@ -303,10 +311,15 @@ async def open_in_grids(session: AsyncSession, *, grid_ids: list[int]) -> list[C
     return list((await session.exec(stmt)).all())
 
 
+_COUNT_REPORTED = (  # built once: see _RESIDENT_BY_OPENID
+    select(func.count()).where(Case.resident_id == bindparam("resident_id"), col(Case.created_at) >= bindparam("since"))
+)
+
+
 async def count_reported(session: AsyncSession, *, resident_id: int, since: datetime) -> int:
     """How many cases this resident reported since `since`."""
-    stmt = select(func.count()).where(Case.resident_id == resident_id, col(Case.created_at) >= since)
-    return int((await session.exec(stmt)).one())
+    params = {"resident_id": resident_id, "since": since}
+    return int((await session.exec(_COUNT_REPORTED, params=params)).one())
 
 
 async def awaiting_rating(session: AsyncSession, *, resident_id: int) -> Case | None:
@@ -475,20 +488,23 @@ def window_start(now: datetime, minutes: int) -> datetime:
     return now - timedelta(minutes=minutes)
 
 
+_OPEN_CASES_IN_GRID = (  # built once: see _RESIDENT_BY_OPENID
+    select(Case)
+    .where(
+        Case.grid_id == bindparam("grid_id"),
+        Case.category == bindparam("category"),
+        col(Case.status).in_(list(OPEN_STATUSES)),
+        col(Case.created_at) >= bindparam("since"),
+    )
+    .order_by(col(Case.created_at).desc())
+    .limit(50)
+)
+
+
 async def open_cases_in_grid(session: AsyncSession, *, grid_id: int, category: str, since: datetime) -> list[Case]:
     """Open cases of one category in one grid reported since `since`, newest first (duplicate search)."""
-    stmt = (
-        select(Case)
-        .where(
-            Case.grid_id == grid_id,
-            Case.category == category,
-            col(Case.status).in_(list(OPEN_STATUSES)),
-            col(Case.created_at) >= since,
-        )
-        .order_by(col(Case.created_at).desc())
-        .limit(50)
-    )
-    return list((await session.exec(stmt)).all())
+    params = {"grid_id": grid_id, "category": category, "since": since}
+    return list((await session.exec(_OPEN_CASES_IN_GRID, params=params)).all())
 
 
 async def follow(session: AsyncSession, *, case: Case, resident: Resident, now: datetime) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, update
+from sqlalchemy import ColumnElement, and_, bindparam, exists, func, or_, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
@@ -155,13 +155,18 @@ async def cancel_unsent(session: AsyncSession, *, reason: str) -> int:
     return int(result.rowcount or 0)
 
 
+# Built once (run for every message), the values bound when it runs: building a statement, and
+# SQLAlchemy's cache key for it, costs more CPU than running it.
+_WAKE_HELD = (
+    update(OUTBOX)
+    .where(OUTBOX.c.recipient == bindparam("person"), OUTBOX.c.status == "held")
+    .values(status="pending", next_attempt_at=bindparam("now"), claimed_until=None)
+)
+
+
 async def wake_held(session: AsyncSession, *, recipient: str, now: datetime) -> int:
     """The person wrote to us: what was held for them is due now. Returns how many rows woke."""
-    result = await session.exec(  # type: ignore[call-overload]
-        update(OUTBOX)
-        .where(OUTBOX.c.recipient == recipient, OUTBOX.c.status == "held")
-        .values(status="pending", next_attempt_at=now, claimed_until=None)
-    )
+    result = await session.exec(_WAKE_HELD, params={"person": recipient, "now": now})  # type: ignore[call-overload]
     return int(result.rowcount or 0)
 
 
@@ -170,15 +175,18 @@ async def reschedule(session: AsyncSession, *, row_id: int, at: datetime) -> Non
     await _set(session, row_id, next_attempt_at=at, claimed_until=None)
 
 
+_COUNT_SENT = select(func.count()).where(  # built once, as _WAKE_HELD: before every customer-service push
+    OutboxMessage.recipient == bindparam("recipient"),
+    OutboxMessage.channel == bindparam("channel"),
+    col(OutboxMessage.sent_at) >= bindparam("since"),
+    OutboxMessage.status == "sent",
+)
+
+
 async def count_sent(session: AsyncSession, *, recipient: str, channel: str, since: datetime) -> int:
     """How many messages went to this recipient on this channel since `since` (the 48 h quota)."""
-    stmt = select(func.count()).where(
-        OutboxMessage.recipient == recipient,
-        OutboxMessage.channel == channel,
-        col(OutboxMessage.sent_at) >= since,
-        OutboxMessage.status == "sent",
-    )
-    return int((await session.exec(stmt)).one())
+    params = {"recipient": recipient, "channel": channel, "since": since}
+    return int((await session.exec(_COUNT_SENT, params=params)).one())
 
 
 async def recent_sent_times(
@@ -200,20 +208,36 @@ async def recent_sent_times(
     return [t for t in (await session.exec(stmt)).all() if t is not None]
 
 
+def _open_rows(row: type[OutboxMessage]) -> ColumnElement[bool]:
+    return and_(
+        col(row.recipient) == bindparam("recipient"),
+        col(row.channel) == bindparam("channel"),
+        col(row.status).in_(_OPEN),
+    )
+
+
+_PARENT = aliased(OutboxMessage)
+# Built once, as _WAKE_HELD (it runs before every customer-service push): the open rows and the
+# rows merged into them, in one statement.
+_UNDELIVERED = (
+    select(OutboxMessage)
+    .where(
+        or_(
+            _open_rows(OutboxMessage),
+            and_(
+                col(OutboxMessage.status) == "merged",
+                col(OutboxMessage.merged_into_id).in_(select(_PARENT.id).where(_open_rows(_PARENT))),
+            ),
+        )
+    )
+    .order_by(col(OutboxMessage.id))
+)
+
+
 async def undelivered(session: AsyncSession, *, recipient: str, channel: str) -> list[OutboxMessage]:
     """Everything still to reach this recipient on this channel, oldest first: pending and held rows
-    and the rows merged into them (one statement: this runs before every customer-service push)."""
-
-    def open_rows(row: type[OutboxMessage]) -> ColumnElement[bool]:
-        return and_(col(row.recipient) == recipient, col(row.channel) == channel, col(row.status).in_(_OPEN))
-
-    parent = aliased(OutboxMessage)
-    inside = and_(
-        col(OutboxMessage.status) == "merged",
-        col(OutboxMessage.merged_into_id).in_(select(parent.id).where(open_rows(parent))),
-    )
-    stmt = select(OutboxMessage).where(or_(open_rows(OutboxMessage), inside)).order_by(col(OutboxMessage.id))
-    return list((await session.exec(stmt)).all())
+    and the rows merged into them."""
+    return list((await session.exec(_UNDELIVERED, params={"recipient": recipient, "channel": channel})).all())
 
 
 async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error: str) -> None:
