@@ -27,21 +27,28 @@ from storage.models import (
 )
 from storage.types import UTCDateTime
 
+# The statements run for (nearly) every message are built once, their values bound when they run:
+# building a statement, and SQLAlchemy's cache key for it, costs more CPU than running it. The
+# UPDATEs are plain SQL (table_of): no counter row is ever loaded, nothing to synchronise.
+_COUNTER = table_of(CaseCounter)
+_NEXT_IN_DAY = (
+    update(_COUNTER)
+    .where(_COUNTER.c.day == bindparam("today"))
+    .values(last=_COUNTER.c.last + 1)
+    .returning(_COUNTER.c.last)
+)
+
 
 async def next_case_number(session: AsyncSession, *, now: datetime, zone: tzinfo) -> str:
     """G + the office's local date + a daily sequence, e.g. G20261122-0007. Safe across processes."""
     day = now.astimezone(zone).strftime("%Y%m%d")
-    counter = table_of(CaseCounter)  # plain SQL: no counter row is ever loaded, nothing to synchronise
-    stmt = update(counter).where(counter.c.day == day).values(last=counter.c.last + 1).returning(counter.c.last)
-    seq = (await session.exec(stmt)).scalar_one_or_none()  # type: ignore[call-overload]
+    seq = (await session.exec(_NEXT_IN_DAY, params={"today": day})).scalar_one_or_none()  # type: ignore[call-overload]
     if seq is None:  # the day's first case (here or in another process): make its counter, then count
         await insert_once(session, CaseCounter(day=day, last=0))
-        seq = (await session.exec(stmt)).scalar_one()  # type: ignore[call-overload]
+        seq = (await session.exec(_NEXT_IN_DAY, params={"today": day})).scalar_one()  # type: ignore[call-overload]
     return f"G{day}-{seq:04d}"
 
 
-# The statements run for (nearly) every message are built once, their values bound when they run:
-# building a statement, and SQLAlchemy's cache key for it, costs more CPU than running it.
 _RESIDENT_BY_OPENID = select(Resident).where(Resident.openid == bindparam("openid"))
 
 
@@ -246,18 +253,26 @@ async def waiting_for(
     return list((await session.exec(stmt)).all())
 
 
+_REF_GIVEN = select(CaseRef.ref).where(
+    CaseRef.staff_id == bindparam("staff_id"), CaseRef.case_id == bindparam("case_id")
+)
+_STAFF = table_of(Staff)
+_NEXT_REF = (
+    update(_STAFF)
+    .where(_STAFF.c.id == bindparam("staff_id"))
+    .values(last_ref=_STAFF.c.last_ref + 1)
+    .returning(_STAFF.c.last_ref)
+)
+
+
 async def ref_for(session: AsyncSession, *, staff: Staff, case: Case) -> int:
     """The short reference (#N) by which `staff` may name `case`: the one they were given before,
     else the next of their own counter (never reused, so an old card can never name a new case)."""
     assert staff.id is not None and case.id is not None
-    existing = (
-        await session.exec(select(CaseRef.ref).where(CaseRef.staff_id == staff.id, CaseRef.case_id == case.id))
-    ).first()
+    existing = (await session.exec(_REF_GIVEN, params={"staff_id": staff.id, "case_id": case.id})).first()
     if existing is not None:
         return int(existing)
-    table = table_of(Staff)
-    stmt = update(table).where(table.c.id == staff.id).values(last_ref=table.c.last_ref + 1).returning(table.c.last_ref)
-    ref = int((await session.exec(stmt)).scalar_one())  # type: ignore[call-overload]
+    ref = int((await session.exec(_NEXT_REF, params={"staff_id": staff.id})).scalar_one())  # type: ignore[call-overload]
     set_committed_value(staff, "last_ref", ref)  # what the ORM's UPDATE did for us, at a fraction of the CPU
     session.add(CaseRef(staff_id=staff.id, ref=ref, case_id=case.id))
     return ref
