@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta, tzinfo
 
-from sqlalchemy import Insert, bindparam, delete, func, literal, update
+from sqlalchemy import Insert, and_, bindparam, delete, func, literal, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
@@ -231,7 +231,7 @@ async def get_cases(session: AsyncSession, case_ids: Collection[int]) -> list[Ca
 async def open_cases_of_assignee(
     session: AsyncSession, *, staff_id: int, statuses: frozenset[Status] = OPEN_STATUSES
 ) -> list[Case]:
-    return await waiting_for(session, staff_id=staff_id, via="assignee_id", statuses=statuses)
+    return await waiting_for(session, staff_id=staff_id, pools=(("assignee_id", statuses),))
 
 
 # The columns that name who a case waits for: its assignee, a 转派 target, a verifier, or whoever
@@ -240,27 +240,24 @@ WAITING_VIA = ("assignee_id", "transfer_to_id", "verifier_id", "extension_approv
 
 
 async def waiting_for(
-    session: AsyncSession, *, staff_id: int, via: str, statuses: frozenset[Status] = OPEN_STATUSES
+    session: AsyncSession, *, staff_id: int, pools: Sequence[tuple[str, frozenset[Status]]]
 ) -> list[Case]:
-    """Cases in `statuses` whose `via` column names this staff member, oldest first."""
-    assert via in WAITING_VIA
-    column = getattr(Case, via)
-    stmt = (
-        select(Case)
-        .where(column == staff_id, col(Case.status).in_(list(statuses)))
-        .order_by(col(Case.created_at), col(Case.id))
-    )
+    """Cases waiting for this staff member in any of the pools, oldest first, in one query: a pool is
+    a column that may name them (one of WAITING_VIA) and the statuses in which it counts."""
+    assert all(via in WAITING_VIA for via, _ in pools)
+    waiting = [and_(getattr(Case, via) == staff_id, col(Case.status).in_(list(statuses))) for via, statuses in pools]
+    stmt = select(Case).where(or_(*waiting)).order_by(col(Case.created_at), col(Case.id))
     return list((await session.exec(stmt)).all())
 
 
-_REF_GIVEN = select(CaseRef.ref).where(
-    CaseRef.staff_id == bindparam("staff_id"), CaseRef.case_id == bindparam("case_id")
+_REFS_GIVEN = select(CaseRef.case_id, CaseRef.ref).where(
+    CaseRef.staff_id == bindparam("staff_id"), col(CaseRef.case_id).in_(bindparam("case_ids", expanding=True))
 )
 _STAFF = table_of(Staff)
-_NEXT_REF = (
+_NEXT_REFS = (
     update(_STAFF)
     .where(_STAFF.c.id == bindparam("staff_id"))
-    .values(last_ref=_STAFF.c.last_ref + 1)
+    .values(last_ref=_STAFF.c.last_ref + bindparam("count"))
     .returning(_STAFF.c.last_ref)
 )
 
@@ -268,14 +265,28 @@ _NEXT_REF = (
 async def ref_for(session: AsyncSession, *, staff: Staff, case: Case) -> int:
     """The short reference (#N) by which `staff` may name `case`: the one they were given before,
     else the next of their own counter (never reused, so an old card can never name a new case)."""
-    assert staff.id is not None and case.id is not None
-    existing = (await session.exec(_REF_GIVEN, params={"staff_id": staff.id, "case_id": case.id})).first()
-    if existing is not None:
-        return int(existing)
-    ref = int((await session.exec(_NEXT_REF, params={"staff_id": staff.id})).scalar_one())  # type: ignore[call-overload]
-    set_committed_value(staff, "last_ref", ref)  # what the ORM's UPDATE did for us, at a fraction of the CPU
-    session.add(CaseRef(staff_id=staff.id, ref=ref, case_id=case.id))
+    [ref] = await refs_for(session, staff=staff, cases=[case])
     return ref
+
+
+async def refs_for(session: AsyncSession, *, staff: Staff, cases: Sequence[Case]) -> list[int]:
+    """ref_for of each of `cases` (a list of someone's cases) in two or three statements, however
+    many there are; new references are handed out in the order of `cases`."""
+    assert staff.id is not None and all(c.id is not None for c in cases)
+    if not cases:
+        return []
+    ids = [c.id or 0 for c in cases]
+    params = {"staff_id": staff.id, "case_ids": ids}
+    given = {case_id: ref for case_id, ref in (await session.exec(_REFS_GIVEN, params=params)).all()}
+    new = [case_id for case_id in dict.fromkeys(ids) if case_id not in given]
+    if new:
+        params = {"staff_id": staff.id, "count": len(new)}
+        last = int((await session.exec(_NEXT_REFS, params=params)).scalar_one())  # type: ignore[call-overload]
+        set_committed_value(staff, "last_ref", last)  # what the ORM's UPDATE did for us, at a fraction of the CPU
+        for ref, case_id in enumerate(new, start=last - len(new) + 1):
+            given[case_id] = ref
+            session.add(CaseRef(staff_id=staff.id, ref=ref, case_id=case_id))
+    return [given[case_id] for case_id in ids]
 
 
 async def case_by_ref(session: AsyncSession, *, staff_id: int, ref: int) -> Case | None:
