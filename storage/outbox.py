@@ -109,17 +109,41 @@ async def claim_due(session: AsyncSession, *, now: datetime, lease: timedelta, l
     return claimed
 
 
+# A push's two common verdicts, built once as _WAKE_HELD (one of each per push).
+_SENT = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id == bindparam("row_id"))
+    .values(
+        status="sent",
+        sent_at=bindparam("now"),
+        claimed_until=None,
+        attempts=OUTBOX.c.attempts + 1,
+        channel=func.coalesce(bindparam("went_on", type_=OUTBOX.c.channel.type), OUTBOX.c.channel),
+    )
+)
+# `row_ids` travel inside `into` from now on, and so do the rows merged into it before (while it
+# was held) — only rows still undelivered: one that was sent or parked meanwhile keeps its own fate.
+_MERGE = (
+    update(OUTBOX)
+    .where(
+        OUTBOX.c.id != bindparam("into"),
+        or_(
+            and_(OUTBOX.c.id.in_(bindparam("row_ids", expanding=True)), OUTBOX.c.status.in_((*_OPEN, "merged"))),
+            and_(OUTBOX.c.merged_into_id == bindparam("into"), OUTBOX.c.status == "merged"),
+        ),
+    )
+    .values(status="merged", merged_into_id=bindparam("into"), sent_at=bindparam("at"), claimed_until=None)
+)
+
+
 async def mark_sent(
     session: AsyncSession, *, row_id: int, now: datetime, channel: str | None = None, merged: Sequence[int] = ()
 ) -> None:
     """Delivered. `channel`: the channel it actually went out on, when not its own (a template
     message instead of a customer-service one); `merged`: rows delivered inside it."""
-    values: dict[str, Any] = {"channel": channel} if channel else {}
-    await _set(
-        session, row_id, status="sent", sent_at=now, claimed_until=None, attempts=OUTBOX.c.attempts + 1, **values
-    )
+    await session.exec(_SENT, params={"row_id": row_id, "now": now, "went_on": channel})  # type: ignore[call-overload]
     # The rows merged into it now, and those merged into it earlier (while it was held), went with it.
-    await _merge(session, into=row_id, row_ids=merged, sent_at=now, earlier=True)
+    await _merge(session, into=row_id, row_ids=merged, sent_at=now)
 
 
 async def hold(session: AsyncSession, *, row_id: int, error: str, merged: Sequence[int] = ()) -> None:
@@ -129,20 +153,9 @@ async def hold(session: AsyncSession, *, row_id: int, error: str, merged: Sequen
         await _merge(session, into=row_id, row_ids=merged, sent_at=None)
 
 
-async def _merge(
-    session: AsyncSession, *, into: int, row_ids: Sequence[int], sent_at: datetime | None, earlier: bool = False
-) -> None:
-    """`row_ids` travel inside `into` from now on (`earlier`: so do the rows merged into it before)."""
-    which = []
-    if row_ids:  # only rows still undelivered: one that was sent or parked meanwhile keeps its own fate
-        which.append(and_(OUTBOX.c.id.in_(list(row_ids)), OUTBOX.c.status.in_((*_OPEN, "merged"))))
-    if earlier:
-        which.append(and_(OUTBOX.c.merged_into_id == into, OUTBOX.c.status == "merged"))
-    await session.exec(  # type: ignore[call-overload]
-        update(OUTBOX)
-        .where(OUTBOX.c.id != into, or_(*which))
-        .values(status="merged", merged_into_id=into, sent_at=sent_at, claimed_until=None)
-    )
+async def _merge(session: AsyncSession, *, into: int, row_ids: Sequence[int], sent_at: datetime | None) -> None:
+    params = {"into": into, "row_ids": list(row_ids), "at": sent_at}
+    await session.exec(_MERGE, params=params)  # type: ignore[call-overload]
 
 
 async def cancel_unsent(session: AsyncSession, *, reason: str) -> int:
