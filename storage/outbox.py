@@ -109,7 +109,8 @@ async def claim_due(session: AsyncSession, *, now: datetime, lease: timedelta, l
     return claimed
 
 
-# A push's two common verdicts, built once as _WAKE_HELD (one of each per push).
+# Marking a push sent (every push runs both): built once, the values bound when they run, as
+# building a statement, and SQLAlchemy's cache key for it, costs more CPU than running it.
 _SENT = (
     update(OUTBOX)
     .where(OUTBOX.c.id == bindparam("row_id"))
@@ -168,9 +169,7 @@ async def cancel_unsent(session: AsyncSession, *, reason: str) -> int:
     return int(result.rowcount or 0)
 
 
-# Built once (run for every message), the values bound when it runs: building a statement, and
-# SQLAlchemy's cache key for it, costs more CPU than running it.
-_WAKE_HELD = (
+_WAKE_HELD = (  # built once, as _SENT: it runs for every message
     update(OUTBOX)
     .where(OUTBOX.c.recipient == bindparam("person"), OUTBOX.c.status == "held")
     .values(status="pending", next_attempt_at=bindparam("now"), claimed_until=None)
@@ -188,7 +187,7 @@ async def reschedule(session: AsyncSession, *, row_id: int, at: datetime) -> Non
     await _set(session, row_id, next_attempt_at=at, claimed_until=None)
 
 
-_COUNT_SENT = select(func.count()).where(  # built once, as _WAKE_HELD: before every customer-service push
+_COUNT_SENT = select(func.count()).where(  # built once, as _SENT: before every customer-service push
     OutboxMessage.recipient == bindparam("recipient"),
     OutboxMessage.channel == bindparam("channel"),
     col(OutboxMessage.sent_at) >= bindparam("since"),
@@ -230,8 +229,8 @@ def _open_rows(row: type[OutboxMessage]) -> ColumnElement[bool]:
 
 
 _PARENT = aliased(OutboxMessage)
-# Built once, as _WAKE_HELD (it runs before every customer-service push): the open rows and the
-# rows merged into them, in one statement.
+# Built once, as _SENT (it runs before every customer-service push): the open rows and the rows
+# merged into them, in one statement.
 _UNDELIVERED = (
     select(OutboxMessage)
     .where(
