@@ -27,6 +27,7 @@ from bot.wechat_api import Result, Verdict, WeChatAPI
 from handlers import messages
 from handlers.pushes import WECHAT_CS, text_push
 from storage import inbound, outbox
+from storage.cases import get_cases
 from storage.db import SessionFactory, transaction
 from storage.models import Case, OutboxMessage
 
@@ -87,16 +88,14 @@ class CustomerService:
             if all(r.id != row.id for r in rows):
                 rows.append(row)
             rows.sort(key=lambda r: r.id or 0)
-            case_ids = {r.case_id for r in rows if r.case_id is not None}
-            cases = {c.id: c for c in [await session.get(Case, i) for i in case_ids] if c is not None}
         others = tuple(r.id for r in rows if r.id is not None and r.id != row.id)
         # No message from them on record (they wrote before this database, or only ever followed
         # the account): we cannot tell, so WeChat decides, answering 45015 or 45047 if it must.
         if last is not None and now - last >= self.window:
-            return await self._fall_back(row, rows, others, cases, "outside the customer-service window")
+            return await self._fall_back(row, rows, others, "outside the customer-service window")
         remaining = self.quota - sent if last is not None else len(rows)
         if remaining <= 0:
-            return await self._fall_back(row, rows, others, cases, "over the customer-service quota")
+            return await self._fall_back(row, rows, others, "over the customer-service quota")
         # Merge when this row carries others (it was held) or more are waiting than the quota allows.
         has_children = any(r.merged_into_id == row.id for r in rows)
         if has_children or len(rows) > remaining:
@@ -107,7 +106,7 @@ class CustomerService:
             merged = ()
         if result.errcode in (OUTSIDE_WINDOW, OVER_QUOTA):
             # WeChat counts differently from us (a message we have not seen, a changed rule): believe it.
-            return await self._fall_back(row, rows, others, cases, result.detail)
+            return await self._fall_back(row, rows, others, result.detail)
         return Delivery(result.verdict, result.detail, merged if result.verdict is Verdict.SENT else ())
 
     async def _fall_back(
@@ -115,12 +114,14 @@ class CustomerService:
         row: OutboxMessage,
         rows: Sequence[OutboxMessage],
         others: tuple[int, ...],
-        cases: dict[int | None, Case],
         reason: str,
     ) -> Delivery:
         if self.fallback is None:
             return Delivery(Verdict.HOLD, f"held: {reason}", others)
-        data = template_data(rows, cases, self.fallback.fields, self.clock.now().astimezone(self.zone))
+        # Only a template names the cases (number, status): read them here, not for every push.
+        async with transaction(self.factory) as session:
+            found = {c.id: c for c in await get_cases(session, {r.case_id for r in rows if r.case_id is not None})}
+        data = template_data(rows, found, self.fallback.fields, self.clock.now().astimezone(self.zone))
         result: Result
         if self.fallback.kind == "subscribe":
             result = await self.api.send_subscribe(row.recipient, self.fallback.template_id, data)

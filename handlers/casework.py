@@ -108,17 +108,13 @@ async def command_target(
             if len(found) != 1:
                 return m.NO_OPEN_CASE.format(verb=cmd.verb)
         if len(found) > 1:
+            shown = found[:10]
+            refs = await cases.refs_for(session, staff=staff, cases=shown)
             lines = [
-                m.CASE_CHOICE_LINE.format(
-                    ref=await cases.ref_for(session, staff=staff, case=c),
-                    number=c.number,
-                    category=c.category,
-                    place=place_of(c),
-                )
-                for c in found[:10]
+                m.CASE_CHOICE_LINE.format(ref=ref, number=c.number, category=c.category, place=place_of(c))
+                for ref, c in zip(refs, shown, strict=True)
             ]
-            example = await cases.ref_for(session, staff=staff, case=found[0])
-            return m.WHICH_CASE.format(count=len(found), verb=cmd.verb, example=f"#{example}", lines="\n".join(lines))
+            return m.WHICH_CASE.format(count=len(found), verb=cmd.verb, example=f"#{refs[0]}", lines="\n".join(lines))
         [case] = found
     roles = await roles_of(session, staff, case, services)
     if not roles:
@@ -130,11 +126,7 @@ async def command_target(
 
 async def candidates(session: AsyncSession, staff: Staff, pools: Sequence[Pool]) -> list[Case]:
     """Every case waiting for `staff` in any of the pools, oldest first."""
-    found: dict[int, Case] = {}
-    for via, statuses in pools:
-        for case in await cases.waiting_for(session, staff_id=staff.id or 0, via=via, statuses=statuses):
-            found.setdefault(case.id or 0, case)
-    return sorted(found.values(), key=lambda c: (c.created_at, c.id or 0))
+    return await cases.waiting_for(session, staff_id=staff.id or 0, pools=pools)
 
 
 async def apply(

@@ -100,14 +100,14 @@ async def digest_for(session: AsyncSession, staff: Staff, *, services: Services,
         # Overdue first (longest overdue at the top), then by deadline; no deadline last.
         far = now + timedelta(days=3650)
         ordered = sorted(mine, key=lambda c: (c.due_at is None or c.due_at >= now, c.due_at or far, c.id or 0))
-        for c in ordered[:DIGEST_LINES]:
+        shown = ordered[:DIGEST_LINES]
+        for ref, c in zip(await cases.refs_for(session, staff=staff, cases=shown), shown, strict=True):
             if c.due_at is None:
                 due = ""
             elif c.due_at < now:
                 due = m.DIGEST_OVERDUE.format(late=_days(now - c.due_at))
             else:
                 due = m.MY_CASE_DUE.format(due=show(c.due_at, zone))
-            ref = await cases.ref_for(session, staff=staff, case=c)
             lines.append(
                 m.DIGEST_LINE.format(
                     ref=ref, number=c.number, status=c.status, category=c.category, place=place_of(c), due=due

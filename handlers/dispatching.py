@@ -39,8 +39,8 @@ async def route_case(
     node = await grids.get_node(session, grid.id)
     assert node is not None
     previous = await session.get(Staff, case.assignee_id) if case.assignee_id else None
-    case.grid_id = node.id
     leader = await grids.leader_for(session, node)
+    case.grid_id = node.id  # after the reads: their autoflush would write it in an UPDATE of its own
     if leader is None:
         session.add(case)
         return None

@@ -237,7 +237,7 @@ async def my_cases(staff: Staff, session: AsyncSession, services: Services, now:
     if not mine:
         return m.MY_CASES_EMPTY
     lines = []
-    for c in mine:
+    for ref, c in zip(await cases.refs_for(session, staff=staff, cases=mine), mine, strict=True):
         if c.due_at is None:
             due = ""
         elif c.due_at < now:
@@ -246,7 +246,7 @@ async def my_cases(staff: Staff, session: AsyncSession, services: Services, now:
             due = m.MY_CASE_DUE.format(due=show(c.due_at, services.zone))
         lines.append(
             m.MY_CASE_LINE.format(
-                ref=await cases.ref_for(session, staff=staff, case=c),
+                ref=ref,
                 number=c.number,
                 status=c.status,
                 category=c.category,

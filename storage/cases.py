@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta, tzinfo
 
-from sqlalchemy import Insert, delete, func, literal, update
+from sqlalchemy import Insert, and_, bindparam, delete, func, literal, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage import outbox
-from storage.db import insert_once
+from storage.db import insert_once, table_of
 from storage.lifecycle import FINAL_STATUSES, OPEN_STATUSES, Action, Role, Status, next_status
 from storage.models import (
     Case,
@@ -25,27 +27,34 @@ from storage.models import (
 )
 from storage.types import UTCDateTime
 
+# The statements run for (nearly) every message are built once, their values bound when they run:
+# building a statement, and SQLAlchemy's cache key for it, costs more CPU than running it. The
+# UPDATEs are plain SQL (table_of): no counter row is ever loaded, nothing to synchronise.
+_COUNTER = table_of(CaseCounter)
+_NEXT_IN_DAY = (
+    update(_COUNTER)
+    .where(_COUNTER.c.day == bindparam("today"))
+    .values(last=_COUNTER.c.last + 1)
+    .returning(_COUNTER.c.last)
+)
+
 
 async def next_case_number(session: AsyncSession, *, now: datetime, zone: tzinfo) -> str:
     """G + the office's local date + a daily sequence, e.g. G20261122-0007. Safe across processes."""
     day = now.astimezone(zone).strftime("%Y%m%d")
-    stmt = (
-        update(CaseCounter)
-        .where(col(CaseCounter.day) == day)
-        .values(last=CaseCounter.last + 1)
-        .returning(col(CaseCounter.last))
-        .execution_options(synchronize_session=False)
-    )
-    seq = (await session.exec(stmt)).scalar_one_or_none()  # type: ignore[call-overload]
+    seq = (await session.exec(_NEXT_IN_DAY, params={"today": day})).scalar_one_or_none()  # type: ignore[call-overload]
     if seq is None:  # the day's first case (here or in another process): make its counter, then count
         await insert_once(session, CaseCounter(day=day, last=0))
-        seq = (await session.exec(stmt)).scalar_one()  # type: ignore[call-overload]
+        seq = (await session.exec(_NEXT_IN_DAY, params={"today": day})).scalar_one()  # type: ignore[call-overload]
     return f"G{day}-{seq:04d}"
+
+
+_RESIDENT_BY_OPENID = select(Resident).where(Resident.openid == bindparam("openid"))
 
 
 async def resident_for(session: AsyncSession, *, openid: str, now: datetime) -> Resident:
     """The resident behind an openid, created on first contact."""
-    resident = (await session.exec(select(Resident).where(Resident.openid == openid))).first()
+    resident = (await session.exec(_RESIDENT_BY_OPENID, params={"openid": openid})).first()
     if resident is None:
         resident = Resident(openid=openid, first_seen_at=now, last_seen_at=now)
         session.add(resident)
@@ -179,13 +188,15 @@ async def transition(
         case.reopen_count += 1
     elif action is Action.REWORK:
         case.rework_count += 1
-    if case.status != before or action is Action.PROGRESS:
-        # A new step: its deadlines count from now, and the pings about the last one are moot.
-        case.step_at = case.pinged_until = now
-        if case.id is not None:
-            await outbox.cancel_pings(session, case_id=case.id)
     # The follow-up engine looks at the case at its next tick (deadlines may have moved), or never.
     case.next_ping_at = now if case.status in CHASED_STATUSES else None
+    if case.status != before or action is Action.PROGRESS:
+        # A new step: its deadlines count from now, and the pings about the last one are moot. Pings
+        # are only sent about a chased case, and each step cancels the last one's: a case that was
+        # not chased (a new one being dispatched) has none.
+        case.step_at = case.pinged_until = now
+        if case.id is not None and before in CHASED_STATUSES:
+            await outbox.cancel_pings(session, case_id=case.id)
     session.add(case)
     await add_event(
         session,
@@ -210,10 +221,17 @@ async def get_case(session: AsyncSession, case_id: int) -> Case | None:
     return await session.get(Case, case_id)
 
 
+async def get_cases(session: AsyncSession, case_ids: Collection[int]) -> list[Case]:
+    """The cases with these ids (those that exist), in one query."""
+    if not case_ids:
+        return []
+    return list((await session.exec(select(Case).where(col(Case.id).in_(list(case_ids))))).all())
+
+
 async def open_cases_of_assignee(
     session: AsyncSession, *, staff_id: int, statuses: frozenset[Status] = OPEN_STATUSES
 ) -> list[Case]:
-    return await waiting_for(session, staff_id=staff_id, via="assignee_id", statuses=statuses)
+    return await waiting_for(session, staff_id=staff_id, pools=(("assignee_id", statuses),))
 
 
 # The columns that name who a case waits for: its assignee, a 转派 target, a verifier, or whoever
@@ -222,37 +240,53 @@ WAITING_VIA = ("assignee_id", "transfer_to_id", "verifier_id", "extension_approv
 
 
 async def waiting_for(
-    session: AsyncSession, *, staff_id: int, via: str, statuses: frozenset[Status] = OPEN_STATUSES
+    session: AsyncSession, *, staff_id: int, pools: Sequence[tuple[str, frozenset[Status]]]
 ) -> list[Case]:
-    """Cases in `statuses` whose `via` column names this staff member, oldest first."""
-    assert via in WAITING_VIA
-    column = getattr(Case, via)
-    stmt = (
-        select(Case)
-        .where(column == staff_id, col(Case.status).in_(list(statuses)))
-        .order_by(col(Case.created_at), col(Case.id))
-    )
+    """Cases waiting for this staff member in any of the pools, oldest first, in one query: a pool is
+    a column that may name them (one of WAITING_VIA) and the statuses in which it counts."""
+    assert all(via in WAITING_VIA for via, _ in pools)
+    waiting = [and_(getattr(Case, via) == staff_id, col(Case.status).in_(list(statuses))) for via, statuses in pools]
+    stmt = select(Case).where(or_(*waiting)).order_by(col(Case.created_at), col(Case.id))
     return list((await session.exec(stmt)).all())
+
+
+_REFS_GIVEN = select(CaseRef.case_id, CaseRef.ref).where(
+    CaseRef.staff_id == bindparam("staff_id"), col(CaseRef.case_id).in_(bindparam("case_ids", expanding=True))
+)
+_STAFF = table_of(Staff)
+_NEXT_REFS = (
+    update(_STAFF)
+    .where(_STAFF.c.id == bindparam("staff_id"))
+    .values(last_ref=_STAFF.c.last_ref + bindparam("count"))
+    .returning(_STAFF.c.last_ref)
+)
 
 
 async def ref_for(session: AsyncSession, *, staff: Staff, case: Case) -> int:
     """The short reference (#N) by which `staff` may name `case`: the one they were given before,
     else the next of their own counter (never reused, so an old card can never name a new case)."""
-    assert staff.id is not None and case.id is not None
-    existing = (
-        await session.exec(select(CaseRef.ref).where(CaseRef.staff_id == staff.id, CaseRef.case_id == case.id))
-    ).first()
-    if existing is not None:
-        return int(existing)
-    stmt = (
-        update(Staff)
-        .where(col(Staff.id) == staff.id)
-        .values(last_ref=Staff.last_ref + 1)
-        .returning(col(Staff.last_ref))
-    )
-    ref = int((await session.exec(stmt)).scalar_one())  # type: ignore[call-overload]
-    session.add(CaseRef(staff_id=staff.id, ref=ref, case_id=case.id))
+    [ref] = await refs_for(session, staff=staff, cases=[case])
     return ref
+
+
+async def refs_for(session: AsyncSession, *, staff: Staff, cases: Sequence[Case]) -> list[int]:
+    """ref_for of each of `cases` (a list of someone's cases) in two or three statements, however
+    many there are; new references are handed out in the order of `cases`."""
+    assert staff.id is not None and all(c.id is not None for c in cases)
+    if not cases:
+        return []
+    ids = [c.id or 0 for c in cases]
+    params = {"staff_id": staff.id, "case_ids": ids}
+    given = {case_id: ref for case_id, ref in (await session.exec(_REFS_GIVEN, params=params)).all()}
+    new = [case_id for case_id in dict.fromkeys(ids) if case_id not in given]
+    if new:
+        params = {"staff_id": staff.id, "count": len(new)}
+        last = int((await session.exec(_NEXT_REFS, params=params)).scalar_one())  # type: ignore[call-overload]
+        set_committed_value(staff, "last_ref", last)  # what the ORM's UPDATE did for us, at a fraction of the CPU
+        for ref, case_id in enumerate(new, start=last - len(new) + 1):
+            given[case_id] = ref
+            session.add(CaseRef(staff_id=staff.id, ref=ref, case_id=case_id))
+    return [given[case_id] for case_id in ids]
 
 
 async def case_by_ref(session: AsyncSession, *, staff_id: int, ref: int) -> Case | None:
@@ -275,19 +309,22 @@ async def open_cases_for_resident(session: AsyncSession, *, resident_id: int) ->
     return list((await session.exec(stmt)).all())
 
 
+_LATEST_CASE_OF_RESIDENT = (  # built once: see _RESIDENT_BY_OPENID
+    select(Case)
+    .where(
+        Case.resident_id == bindparam("resident_id"),
+        col(Case.created_at) >= bindparam("since"),
+        col(Case.status).in_([*OPEN_STATUSES, Status.DUPLICATE]),
+    )
+    .order_by(col(Case.created_at).desc(), col(Case.id).desc())
+    .limit(1)
+)
+
+
 async def latest_case_of_resident(session: AsyncSession, *, resident_id: int, since: datetime) -> Case | None:
     """The resident's newest case reported since `since` that is still open (repeat reports included)."""
-    stmt = (
-        select(Case)
-        .where(
-            Case.resident_id == resident_id,
-            col(Case.created_at) >= since,
-            col(Case.status).in_([*OPEN_STATUSES, Status.DUPLICATE]),
-        )
-        .order_by(col(Case.created_at).desc(), col(Case.id).desc())
-        .limit(1)
-    )
-    return (await session.exec(stmt)).first()
+    params = {"resident_id": resident_id, "since": since}
+    return (await session.exec(_LATEST_CASE_OF_RESIDENT, params=params)).first()
 
 
 async def open_in_grids(session: AsyncSession, *, grid_ids: list[int]) -> list[Case]:
@@ -300,10 +337,15 @@ async def open_in_grids(session: AsyncSession, *, grid_ids: list[int]) -> list[C
     return list((await session.exec(stmt)).all())
 
 
+_COUNT_REPORTED = (  # built once: see _RESIDENT_BY_OPENID
+    select(func.count()).where(Case.resident_id == bindparam("resident_id"), col(Case.created_at) >= bindparam("since"))
+)
+
+
 async def count_reported(session: AsyncSession, *, resident_id: int, since: datetime) -> int:
     """How many cases this resident reported since `since`."""
-    stmt = select(func.count()).where(Case.resident_id == resident_id, col(Case.created_at) >= since)
-    return int((await session.exec(stmt)).one())
+    params = {"resident_id": resident_id, "since": since}
+    return int((await session.exec(_COUNT_REPORTED, params=params)).one())
 
 
 async def awaiting_rating(session: AsyncSession, *, resident_id: int) -> Case | None:
@@ -472,20 +514,23 @@ def window_start(now: datetime, minutes: int) -> datetime:
     return now - timedelta(minutes=minutes)
 
 
+_OPEN_CASES_IN_GRID = (  # built once: see _RESIDENT_BY_OPENID
+    select(Case)
+    .where(
+        Case.grid_id == bindparam("grid_id"),
+        Case.category == bindparam("category"),
+        col(Case.status).in_(list(OPEN_STATUSES)),
+        col(Case.created_at) >= bindparam("since"),
+    )
+    .order_by(col(Case.created_at).desc())
+    .limit(50)
+)
+
+
 async def open_cases_in_grid(session: AsyncSession, *, grid_id: int, category: str, since: datetime) -> list[Case]:
     """Open cases of one category in one grid reported since `since`, newest first (duplicate search)."""
-    stmt = (
-        select(Case)
-        .where(
-            Case.grid_id == grid_id,
-            Case.category == category,
-            col(Case.status).in_(list(OPEN_STATUSES)),
-            col(Case.created_at) >= since,
-        )
-        .order_by(col(Case.created_at).desc())
-        .limit(50)
-    )
-    return list((await session.exec(stmt)).all())
+    params = {"grid_id": grid_id, "category": category, "since": since}
+    return list((await session.exec(_OPEN_CASES_IN_GRID, params=params)).all())
 
 
 async def follow(session: AsyncSession, *, case: Case, resident: Resident, now: datetime) -> None:

@@ -7,6 +7,7 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import bindparam
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -149,15 +150,19 @@ async def nearest(session: AsyncSession, node: GridNode, role: str) -> Staff | N
     return None
 
 
+# Run for every message (staff_by_openid) and every dispatch (staff_at): built once, the values bound
+# when they run, as building a statement and SQLAlchemy's cache key for it costs more CPU than running it.
+_STAFF_AT = (
+    select(Staff)
+    .where(Staff.grid_id == bindparam("node_id"), Staff.role == bindparam("role"), col(Staff.active).is_(True))
+    .order_by(col(Staff.id))
+    .limit(1)
+)
+
+
 async def staff_at(session: AsyncSession, node_id: int, role: str) -> Staff | None:
     """The active staff member of `role` at exactly this node (the first listed), if any."""
-    stmt = (
-        select(Staff)
-        .where(Staff.grid_id == node_id, Staff.role == role, col(Staff.active).is_(True))
-        .order_by(col(Staff.id))
-        .limit(1)
-    )
-    return (await session.exec(stmt)).first()
+    return (await session.exec(_STAFF_AT, params={"node_id": node_id, "role": role})).first()
 
 
 async def dispatcher_for(session: AsyncSession, node: GridNode) -> Staff | None:
@@ -169,9 +174,13 @@ async def dispatcher_for(session: AsyncSession, node: GridNode) -> Staff | None:
     return await leader_for(session, root) if root else None
 
 
+_STAFF_BY_OPENID = (  # built once: see _STAFF_AT
+    select(Staff).where(Staff.wechat_openid == bindparam("openid"), col(Staff.active).is_(True))
+)
+
+
 async def staff_by_openid(session: AsyncSession, openid: str) -> Staff | None:
-    stmt = select(Staff).where(Staff.wechat_openid == openid, col(Staff.active).is_(True))
-    return (await session.exec(stmt)).first()
+    return (await session.exec(_STAFF_BY_OPENID, params={"openid": openid})).first()
 
 
 async def staff_by_wecom_userid(session: AsyncSession, userid: str) -> Staff | None:

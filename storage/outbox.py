@@ -11,12 +11,19 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, update
+from sqlalchemy import ColumnElement, and_, bindparam, exists, func, or_, update
 from sqlalchemy.orm import aliased
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import table_of
 from storage.models import Case, OutboxMessage
+
+# The UPDATEs below run as plain SQL (see table_of): no outbox row they change is loaded in the
+# session, except by claim_due, which syncs the rows it returns itself.
+OUTBOX = table_of(OutboxMessage)
+_OPEN = ("pending", "held")
 
 
 def enqueue(
@@ -48,18 +55,12 @@ PING = "ping"
 async def cancel_pings(session: AsyncSession, *, case_id: int) -> int:
     """The follow-up engine's reminders about a case not yet delivered: moot once the case moves on.
     A ping that carries other updates merged into it is kept (they would go with it)."""
-    child = aliased(OutboxMessage)
-    carries = exists().where(col(child.merged_into_id) == col(OutboxMessage.id))
+    child = OUTBOX.alias()
+    carries = exists().where(child.c.merged_into_id == OUTBOX.c.id)
     stmt = (
-        update(OutboxMessage)
-        .where(
-            col(OutboxMessage.case_id) == case_id,
-            col(OutboxMessage.kind) == PING,
-            col(OutboxMessage.status).in_(("pending", "held")),
-            ~carries,
-        )
+        update(OUTBOX)
+        .where(OUTBOX.c.case_id == case_id, OUTBOX.c.kind == PING, OUTBOX.c.status.in_(_OPEN), ~carries)
         .values(status="cancelled", claimed_until=None)
-        .execution_options(synchronize_session=False)
     )
     return int((await session.exec(stmt)).rowcount)  # type: ignore[call-overload]
 
@@ -86,19 +87,54 @@ async def claim_due(session: AsyncSession, *, now: datetime, lease: timedelta, l
         .order_by(col(OutboxMessage.id))
         .limit(limit)
     )
-    claimed = []
-    for row in (await session.exec(stmt)).all():
-        took = await session.exec(  # type: ignore[call-overload]
-            update(OutboxMessage)
-            .where(
-                col(OutboxMessage.id) == row.id,
-                or_(col(OutboxMessage.claimed_until).is_(None), col(OutboxMessage.claimed_until) < now),
-            )
-            .values(claimed_until=now + lease)
+    due = list((await session.exec(stmt)).all())
+    if not due:
+        return []
+    # One UPDATE for the batch, with the lease condition again: RETURNING names the rows it took. A
+    # row another process leased since the SELECT is not among them (PostgreSQL re-checks the
+    # condition on the row once that process commits; SQLite has one writer at a time).
+    took = await session.exec(  # type: ignore[call-overload]
+        update(OUTBOX)
+        .where(
+            OUTBOX.c.id.in_([row.id for row in due]),
+            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < now),
         )
-        if took.rowcount == 1:
-            claimed.append(row)
+        .values(claimed_until=now + lease)
+        .returning(OUTBOX.c.id)
+    )
+    ours = set(took.scalars().all())
+    claimed = [row for row in due if row.id in ours]
+    for row in claimed:
+        set_committed_value(row, "claimed_until", now + lease)
     return claimed
+
+
+# Marking a push sent (every push runs both): built once, the values bound when they run, as
+# building a statement, and SQLAlchemy's cache key for it, costs more CPU than running it.
+_SENT = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id == bindparam("row_id"))
+    .values(
+        status="sent",
+        sent_at=bindparam("now"),
+        claimed_until=None,
+        attempts=OUTBOX.c.attempts + 1,
+        channel=func.coalesce(bindparam("went_on", type_=OUTBOX.c.channel.type), OUTBOX.c.channel),
+    )
+)
+# `row_ids` travel inside `into` from now on, and so do the rows merged into it before (while it
+# was held) — only rows still undelivered: one that was sent or parked meanwhile keeps its own fate.
+_MERGE = (
+    update(OUTBOX)
+    .where(
+        OUTBOX.c.id != bindparam("into"),
+        or_(
+            and_(OUTBOX.c.id.in_(bindparam("row_ids", expanding=True)), OUTBOX.c.status.in_((*_OPEN, "merged"))),
+            and_(OUTBOX.c.merged_into_id == bindparam("into"), OUTBOX.c.status == "merged"),
+        ),
+    )
+    .values(status="merged", merged_into_id=bindparam("into"), sent_at=bindparam("at"), claimed_until=None)
+)
 
 
 async def mark_sent(
@@ -106,19 +142,9 @@ async def mark_sent(
 ) -> None:
     """Delivered. `channel`: the channel it actually went out on, when not its own (a template
     message instead of a customer-service one); `merged`: rows delivered inside it."""
-    values: dict[str, Any] = {"channel": channel} if channel else {}
-    await _set(
-        session, row_id, status="sent", sent_at=now, claimed_until=None, attempts=OutboxMessage.attempts + 1, **values
-    )
-    if merged:
-        await _merge(session, into=row_id, row_ids=merged, sent_at=now)
-    # Rows merged into this one earlier (while it was held) went out with it.
-    await session.exec(  # type: ignore[call-overload]
-        update(OutboxMessage)
-        .where(col(OutboxMessage.merged_into_id) == row_id, col(OutboxMessage.status) == "merged")
-        .values(sent_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    await session.exec(_SENT, params={"row_id": row_id, "now": now, "went_on": channel})  # type: ignore[call-overload]
+    # The rows merged into it now, and those merged into it earlier (while it was held), went with it.
+    await _merge(session, into=row_id, row_ids=merged, sent_at=now)
 
 
 async def hold(session: AsyncSession, *, row_id: int, error: str, merged: Sequence[int] = ()) -> None:
@@ -129,17 +155,8 @@ async def hold(session: AsyncSession, *, row_id: int, error: str, merged: Sequen
 
 
 async def _merge(session: AsyncSession, *, into: int, row_ids: Sequence[int], sent_at: datetime | None) -> None:
-    # Only rows still undelivered: one that was sent or parked meanwhile keeps its own fate.
-    await session.exec(  # type: ignore[call-overload]
-        update(OutboxMessage)
-        .where(
-            col(OutboxMessage.id).in_(list(row_ids)),
-            col(OutboxMessage.id) != into,
-            col(OutboxMessage.status).in_(("pending", "held", "merged")),
-        )
-        .values(status="merged", merged_into_id=into, sent_at=sent_at, claimed_until=None)
-        .execution_options(synchronize_session=False)
-    )
+    params = {"into": into, "row_ids": list(row_ids), "at": sent_at}
+    await session.exec(_MERGE, params=params)  # type: ignore[call-overload]
 
 
 async def cancel_unsent(session: AsyncSession, *, reason: str) -> int:
@@ -152,14 +169,16 @@ async def cancel_unsent(session: AsyncSession, *, reason: str) -> int:
     return int(result.rowcount or 0)
 
 
+_WAKE_HELD = (  # built once, as _SENT: it runs for every message
+    update(OUTBOX)
+    .where(OUTBOX.c.recipient == bindparam("person"), OUTBOX.c.status == "held")
+    .values(status="pending", next_attempt_at=bindparam("now"), claimed_until=None)
+)
+
+
 async def wake_held(session: AsyncSession, *, recipient: str, now: datetime) -> int:
     """The person wrote to us: what was held for them is due now. Returns how many rows woke."""
-    result = await session.exec(  # type: ignore[call-overload]
-        update(OutboxMessage)
-        .where(col(OutboxMessage.recipient) == recipient, col(OutboxMessage.status) == "held")
-        .values(status="pending", next_attempt_at=now, claimed_until=None)
-        .execution_options(synchronize_session=False)  # on every message: no outbox row is loaded then
-    )
+    result = await session.exec(_WAKE_HELD, params={"person": recipient, "now": now})  # type: ignore[call-overload]
     return int(result.rowcount or 0)
 
 
@@ -181,15 +200,18 @@ async def reschedule(session: AsyncSession, *, row_id: int, at: datetime) -> Non
     await _set(session, row_id, next_attempt_at=at, claimed_until=None)
 
 
+_COUNT_SENT = select(func.count()).where(  # built once, as _SENT: before every customer-service push
+    OutboxMessage.recipient == bindparam("recipient"),
+    OutboxMessage.channel == bindparam("channel"),
+    col(OutboxMessage.sent_at) >= bindparam("since"),
+    OutboxMessage.status == "sent",
+)
+
+
 async def count_sent(session: AsyncSession, *, recipient: str, channel: str, since: datetime) -> int:
     """How many messages went to this recipient on this channel since `since` (the 48 h quota)."""
-    stmt = select(func.count()).where(
-        OutboxMessage.recipient == recipient,
-        OutboxMessage.channel == channel,
-        col(OutboxMessage.sent_at) >= since,
-        OutboxMessage.status == "sent",
-    )
-    return int((await session.exec(stmt)).one())
+    params = {"recipient": recipient, "channel": channel, "since": since}
+    return int((await session.exec(_COUNT_SENT, params=params)).one())
 
 
 async def recent_sent_times(
@@ -211,33 +233,36 @@ async def recent_sent_times(
     return [t for t in (await session.exec(stmt)).all() if t is not None]
 
 
+def _open_rows(row: type[OutboxMessage]) -> ColumnElement[bool]:
+    return and_(
+        col(row.recipient) == bindparam("recipient"),
+        col(row.channel) == bindparam("channel"),
+        col(row.status).in_(_OPEN),
+    )
+
+
+_PARENT = aliased(OutboxMessage)
+# Built once, as _SENT (it runs before every customer-service push): the open rows and the rows
+# merged into them, in one statement.
+_UNDELIVERED = (
+    select(OutboxMessage)
+    .where(
+        or_(
+            _open_rows(OutboxMessage),
+            and_(
+                col(OutboxMessage.status) == "merged",
+                col(OutboxMessage.merged_into_id).in_(select(_PARENT.id).where(_open_rows(_PARENT))),
+            ),
+        )
+    )
+    .order_by(col(OutboxMessage.id))
+)
+
+
 async def undelivered(session: AsyncSession, *, recipient: str, channel: str) -> list[OutboxMessage]:
     """Everything still to reach this recipient on this channel, oldest first: pending and held rows
     and the rows merged into them."""
-    open_rows = list(
-        (
-            await session.exec(
-                select(OutboxMessage)
-                .where(
-                    OutboxMessage.recipient == recipient,
-                    OutboxMessage.channel == channel,
-                    col(OutboxMessage.status).in_(("pending", "held")),
-                )
-                .order_by(col(OutboxMessage.id))
-            )
-        ).all()
-    )
-    ids = [r.id for r in open_rows]
-    children = list(
-        (
-            await session.exec(
-                select(OutboxMessage).where(
-                    col(OutboxMessage.merged_into_id).in_(ids), OutboxMessage.status == "merged"
-                )
-            )
-        ).all()
-    )
-    return sorted(open_rows + children, key=lambda r: r.id or 0)
+    return list((await session.exec(_UNDELIVERED, params={"recipient": recipient, "channel": channel})).all())
 
 
 async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error: str) -> None:
@@ -247,7 +272,7 @@ async def mark_retry(session: AsyncSession, *, row_id: int, at: datetime, error:
         next_attempt_at=at,
         claimed_until=None,
         last_error=error[:500],
-        attempts=OutboxMessage.attempts + 1,
+        attempts=OUTBOX.c.attempts + 1,
     )
 
 
@@ -264,7 +289,7 @@ async def mark_parked(session: AsyncSession, *, row_id: int, error: str) -> None
         status="parked",
         claimed_until=None,
         last_error=error[:500],
-        attempts=OutboxMessage.attempts + 1,
+        attempts=OUTBOX.c.attempts + 1,
     )
 
 
@@ -297,7 +322,5 @@ async def requeue(session: AsyncSession, *, row_ids: Sequence[int], now: datetim
 
 
 async def _set(session: AsyncSession, row_id: int, **values: Any) -> None:
-    # The delivery loop's verdicts, each in its own transaction: no outbox row is loaded in the
-    # session, so the ORM has nothing to synchronise (and would spend more than the UPDATE trying).
-    stmt = update(OutboxMessage).where(col(OutboxMessage.id) == row_id).values(**values)
-    await session.exec(stmt.execution_options(synchronize_session=False))  # type: ignore[call-overload]
+    # The delivery loop's verdicts, each in its own transaction with no outbox row loaded.
+    await session.exec(update(OUTBOX).where(OUTBOX.c.id == row_id).values(**values))  # type: ignore[call-overload]
