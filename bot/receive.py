@@ -109,7 +109,7 @@ class GroupCommit:
             # (bot/delivery.py) is due now, committed with the message that woke it. (Events do
             # not: see storage.inbound.last_from.)
             woken = {a.row["sender"] for a in batch if a.wakes and a.row["dedupe_key"] in ids}
-            await outbox.wake_held_many(session, recipients=woken, now=self.clock.now())
+            await outbox.wake_held(session, recipients=woken, now=self.clock.now())
         return ids
 
 

@@ -169,29 +169,20 @@ async def cancel_unsent(session: AsyncSession, *, reason: str) -> int:
     return int(result.rowcount or 0)
 
 
-_WAKE_HELD = (  # built once, as _SENT: it runs for every message
+_WAKE_HELD = (  # built once, as _SENT: it runs for every batch of stored messages
     update(OUTBOX)
-    .where(OUTBOX.c.recipient == bindparam("person"), OUTBOX.c.status == "held")
+    .where(OUTBOX.c.recipient.in_(bindparam("people", expanding=True)), OUTBOX.c.status == "held")
     .values(status="pending", next_attempt_at=bindparam("now"), claimed_until=None)
 )
 
 
-async def wake_held(session: AsyncSession, *, recipient: str, now: datetime) -> int:
-    """The person wrote to us: what was held for them is due now. Returns how many rows woke."""
-    result = await session.exec(_WAKE_HELD, params={"person": recipient, "now": now})  # type: ignore[call-overload]
-    return int(result.rowcount or 0)
-
-
-async def wake_held_many(session: AsyncSession, *, recipients: set[str], now: datetime) -> int:
-    """wake_held for everyone who wrote in one batch of stored messages, in one statement."""
+async def wake_held(session: AsyncSession, *, recipients: set[str], now: datetime) -> int:
+    """These people wrote to us (one batch of stored messages): what was held for them is due now.
+    Returns how many rows woke."""
     if not recipients:
         return 0
-    result = await session.exec(  # type: ignore[call-overload]
-        update(OutboxMessage)
-        .where(col(OutboxMessage.recipient).in_(sorted(recipients)), col(OutboxMessage.status) == "held")
-        .values(status="pending", next_attempt_at=now, claimed_until=None)
-        .execution_options(synchronize_session=False)
-    )
+    params = {"people": sorted(recipients), "now": now}
+    result = await session.exec(_WAKE_HELD, params=params)  # type: ignore[call-overload]
     return int(result.rowcount or 0)
 
 
