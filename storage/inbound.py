@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import bindparam, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import table_of
 from storage.models import InboundMessage
+
+INBOUND = table_of(InboundMessage)
 
 
 def new_row(
@@ -35,13 +38,12 @@ async def store_many(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[
     undo the others stored in the same commit (storage.db: group commit)."""
     if not rows:
         return {}
-    table = InboundMessage.__table__  # type: ignore[attr-defined]  # Core: no ORM unit of work for rows nobody loads again
     conn = await session.connection()
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = (
-        insert(table)  # type: ignore[arg-type]
+    stmt = (  # Core: no ORM unit of work for rows nobody loads again
+        insert(INBOUND)
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(table.c.dedupe_key, table.c.id)  # type: ignore[attr-defined]
+        .returning(INBOUND.c.dedupe_key, INBOUND.c.id)
     )
     # Many parameter sets, one statement: SQLAlchemy's insertmanyvalues writes the multi-row
     # VALUES itself, and the compiled statement is cached (a .values(list) is compiled anew each time).
@@ -53,26 +55,28 @@ async def by_key(session: AsyncSession, dedupe_key: str) -> InboundMessage | Non
     return (await session.exec(select(InboundMessage).where(InboundMessage.dedupe_key == dedupe_key))).first()
 
 
+# Built once: they run for every message (building a statement costs more CPU than running it).
+_CLAIM = (
+    update(INBOUND)
+    .where(INBOUND.c.id == bindparam("row_id"), INBOUND.c.status == "received")
+    .values(status="processed", processed_at=bindparam("now"))
+)
+_FINISH = (
+    update(INBOUND)
+    .where(INBOUND.c.id == bindparam("row_id"))
+    .values(reply=bindparam("reply"), reply_mode=bindparam("mode"), case_id=bindparam("case"))
+)
+
+
 async def claim(session: AsyncSession, *, row_id: int, now: datetime) -> bool:
     """Take the message for processing. Exactly one caller, in any process, gets True."""
-    stmt = (
-        update(InboundMessage)
-        .where(col(InboundMessage.id) == row_id, col(InboundMessage.status) == "received")
-        .values(status="processed", processed_at=now)
-        .execution_options(synchronize_session=False)  # no row of this table is loaded here
-    )
-    result = await session.exec(stmt)  # type: ignore[call-overload]
+    result = await session.exec(_CLAIM, params={"row_id": row_id, "now": now})  # type: ignore[call-overload]
     return bool(result.rowcount == 1)
 
 
 async def finish(session: AsyncSession, *, row_id: int, reply: str | None, mode: str, case_id: int | None) -> None:
-    stmt = (
-        update(InboundMessage)
-        .where(col(InboundMessage.id) == row_id)
-        .values(reply=reply, reply_mode=mode, case_id=case_id)
-        .execution_options(synchronize_session=False)
-    )
-    await session.exec(stmt)  # type: ignore[call-overload]
+    params = {"row_id": row_id, "reply": reply, "mode": mode, "case": case_id}
+    await session.exec(_FINISH, params=params)  # type: ignore[call-overload]
 
 
 async def mark_failed(session: AsyncSession, *, row_id: int, now: datetime) -> None:
@@ -97,14 +101,17 @@ async def count_from(session: AsyncSession, *, sender: str, since: datetime) -> 
     return int((await session.exec(stmt)).one())
 
 
+_COUNTS_FROM = select(
+    func.count().filter(col(InboundMessage.received_at) >= bindparam("recent")),
+    func.count(),
+).where(InboundMessage.sender == bindparam("sender"), col(InboundMessage.received_at) >= bindparam("earlier"))
+
+
 async def counts_from(session: AsyncSession, *, sender: str, since: tuple[datetime, datetime]) -> tuple[int, int]:
     """How many messages this sender sent since each of two times (the later first), in one query."""
     recent, earlier = since
-    stmt = select(
-        func.count().filter(col(InboundMessage.received_at) >= recent),
-        func.count(),
-    ).where(InboundMessage.sender == sender, col(InboundMessage.received_at) >= earlier)
-    first, second = (await session.exec(stmt)).one()
+    params = {"recent": recent, "earlier": earlier, "sender": sender}
+    first, second = (await session.exec(_COUNTS_FROM, params=params)).one()  # type: ignore[call-overload]
     return int(first), int(second)
 
 
