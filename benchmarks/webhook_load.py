@@ -498,9 +498,26 @@ async def _query(db_url: str, sql: str) -> list[Any]:
 
 
 def reset_pg(url: str) -> None:
-    from storage.db import drop_schema
+    """An empty scratch database: created on first use, emptied on every other."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
 
-    asyncio.run(drop_schema(url))
+    from storage.db import create_engine, drop_schema
+
+    async def reset() -> None:
+        name = make_url(url).database
+        server = create_engine(
+            make_url(url).set(database="postgres").render_as_string(hide_password=False), isolation_level="AUTOCOMMIT"
+        )
+        try:
+            async with server.connect() as conn:
+                if not (await conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})).first():
+                    await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            await server.dispose()
+        await drop_schema(url)
+
+    asyncio.run(reset())
 
 
 # ---------------------------------------------------------------------------------------------
