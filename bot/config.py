@@ -67,8 +67,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     timezone: str = "Asia/Shanghai"
-    # WeChat waits 5 s; past this budget we answer "success" and reply through customer service.
-    reply_budget_seconds: Annotated[float, Field(gt=0, le=4.5)] = 3.0
+    # WeChat waits 5 s, a resident less: past this budget (or when the queue ahead is longer) the
+    # answer is 已收到 and the reply follows through customer service.
+    reply_budget_seconds: Annotated[float, Field(gt=0, le=4.5)] = 1.0
     max_body_bytes: int = 64 * 1024
     replay_window_seconds: int = 300
     # How long a resident's location pin or an unanswered "where?" question stays attached.

@@ -5,10 +5,9 @@
    is already stored means WeChat is retrying: the retry gets the reply the first delivery produced.
 2. Processing claims the row, runs the handlers and commits the case change, its events, the
    outbox rows and the reply together.
-3. The webhook waits for that within the reply budget. Past it WeChat gets "success" and the
-   reply goes out as a customer-service message when processing finishes. When the messages
-   already waiting would not be processed within a second (a flood), it does not wait at all: the
-   sender hears at once that the message is in, and the reply follows as a customer-service message.
+3. The webhook waits for that within the reply budget (1 s). Past it the sender hears 已收到 and
+   the reply goes out as a customer-service message when processing finishes. When the messages
+   queued ahead would not be processed within the budget (a flood), it does not wait at all.
 4. A process that dies after step 1 leaves the row "received"; `recover()` processes it later and
    replies through customer service.
 """
@@ -39,10 +38,9 @@ CUSTOMER_SERVICE = "customer_service"
 NONE = "none"
 PROCESSING_AT_ONCE = 8  # of the 15 pooled connections (SQLAlchemy: 5 + 10 overflow): the store and delivery keep theirs
 PROCESSING_FAILED = "抱歉，系统处理出了问题。您的消息已保存，工作人员会尽快处理。"
-# The passive reply when processing is too far behind to answer within WAIT_AT_MOST: the message is
-# stored, the real reply (case number, command result) follows as a customer-service message.
-RECEIVED = "已收到您的消息，正在处理，结果稍后发给您。"
-WAIT_AT_MOST = 1.0  # seconds: a resident never waits longer than this for the first answer
+# The passive reply when the answer is not ready within the budget, or would not be (a flood): the
+# message is stored, the reply (case number, command result) follows as a customer-service message.
+RECEIVED = "已收到，正在处理，请稍候。"
 STORE_AT_ONCE = 256  # messages in one group commit (7 bound values each: well under SQLite's limit)
 
 
@@ -113,6 +111,12 @@ class GroupCommit:
         return ids
 
 
+def _received(msg: Inbound) -> str | None:
+    """What the sender hears when the reply will come later: 已收到 for what a person sent; nothing
+    for an event (a subscription's welcome, a menu click's answer simply follows)."""
+    return None if msg.kind == "event" else RECEIVED
+
+
 class Receiver:
     def __init__(
         self,
@@ -156,7 +160,7 @@ class Receiver:
             return await self._retry(dedupe_key)
         if not self._can_wait():
             self._track(self._process(row_id, msg, _Handoff(abandoned=True)))
-            return None if msg.kind == "event" else RECEIVED
+            return _received(msg)
         handoff = _Handoff()
         self._track(self._process(row_id, msg, handoff))
         remaining = max(self.budget - (self.clock.monotonic() - started), 0.05)
@@ -166,13 +170,13 @@ class Receiver:
             if not handoff.committing:
                 handoff.abandoned = True
                 log.warning("reply budget exceeded; will reply via customer service", extra={"inbound_id": row_id})
-                return None
+                return _received(msg)
         # The passive reply is being committed right now: commits are quick, wait a little more.
         try:
             return await asyncio.wait_for(asyncio.shield(handoff.done), 0.8)
         except TimeoutError:
             handoff.abandoned = True
-            return None
+            return _received(msg)
 
     async def _retry(self, dedupe_key: str) -> str | None:
         async with transaction(self.factory) as session:
@@ -183,7 +187,7 @@ class Receiver:
         return None
 
     def _can_wait(self) -> bool:
-        """Whether this message will be processed within WAIT_AT_MOST, judged by the messages ahead
+        """Whether this message will be processed within the reply budget, judged by the messages ahead
         of it and how fast messages were processed over the last two seconds (or, with too few
         finished lately to tell, by how long one took)."""
         if self.backlog < PROCESSING_AT_ONCE:
@@ -196,7 +200,7 @@ class Receiver:
             rate = PROCESSING_AT_ONCE / max(self._took, 1e-3)
         else:
             return True  # nothing measured yet: the reply budget still bounds the wait
-        return (self.backlog + 1) / rate <= min(WAIT_AT_MOST, self.budget)
+        return (self.backlog + 1) / rate <= self.budget
 
     async def _process(self, row_id: int, msg: Inbound, handoff: _Handoff | None) -> None:
         self.backlog += 1

@@ -194,6 +194,9 @@ def settings(
         wechat_api_base=fake_wechat_url,
         wecom_api_base=fake_wecom_url,  # group robots post even without a WeCom app: never to the real host
         grid_file=DEMO_GRID_FILE,
+        # The longest WeChat allows: tests read the passive replies, and a busy CI machine must not
+        # turn them into 已收到 (the budget's own behaviour is tested in test_receive with its own).
+        reply_budget_seconds=4.5,
         _env_file=None,
         **wecom,
     )  # type: ignore[call-arg]
