@@ -459,23 +459,40 @@ async def _check(db_url: str, acked: set[str]) -> dict[str, Any]:
 
 
 async def _drain(db_url: str, since: float, give_up_after: float) -> dict[str, Any]:
-    """After the load: wait until every stored message is processed (the servers still running),
-    and report how long that took and processing's own rate over the whole run. Acknowledging
-    faster than processing is a queue: this is how long residents wait for their case numbers."""
+    """After the load: wait, the servers still running, until every stored message is processed
+    and the outbox has nothing due left (the replies that went by customer service, the leaders'
+    pushes), and report how long that took and each one's rate over the whole run. Acknowledging
+    faster than processing makes a queue: this is how long the last resident waited for an answer."""
+    now_sql = "datetime('now')" if db_url.startswith("sqlite") else "now()"
     t0 = time.time()
+    processed_at = None
     while True:
         waiting = (await _query(db_url, "SELECT COUNT(*) FROM inbound_message WHERE status = 'received'"))[0][0]
-        if waiting == 0 or time.time() - t0 > give_up_after:
+        if waiting == 0 and processed_at is None:
+            processed_at = time.time()
+        due = (
+            await _query(
+                db_url, f"SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND next_attempt_at <= {now_sql}"
+            )
+        )[0][0]
+        if (waiting == 0 and due == 0) or time.time() - t0 > give_up_after:
             break
         await asyncio.sleep(0.5)
     done = time.time()
     total = (await _query(db_url, "SELECT COUNT(*) FROM inbound_message"))[0][0]
+    sent = (await _query(db_url, "SELECT COUNT(*) FROM outbox WHERE status = 'sent'"))[0][0]
     modes = await _query(db_url, "SELECT reply_mode, COUNT(*) FROM inbound_message GROUP BY 1")
+    pushes = await _query(db_url, "SELECT status, COUNT(*) FROM outbox GROUP BY 1")
+    processed_in = (processed_at or done) - since
     return {
         "left_unprocessed": waiting,
-        "drain_seconds": round(done - t0, 1),
-        "processed_per_second": round((total - waiting) / (done - since), 1),
+        "left_due_pushes": due,
+        "processed_after_load_s": round((processed_at or done) - t0, 1),
+        "delivered_after_load_s": round(done - t0, 1),
+        "processed_per_second": round((total - waiting) / processed_in, 1),
+        "pushes_sent_per_second": round(sent / (done - since), 1),
         "reply_modes": {str(k): v for k, v in modes},
+        "pushes": {str(k): v for k, v in pushes},
     }
 
 

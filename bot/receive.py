@@ -37,6 +37,9 @@ PASSIVE = "passive"
 CUSTOMER_SERVICE = "customer_service"
 NONE = "none"
 PROCESSING_AT_ONCE = 8  # of the 15 pooled connections (SQLAlchemy: 5 + 10 overflow): the store and delivery keep theirs
+# SQLite: one writer, so processing more at once gains nothing, and each one queued for the write
+# lock is one more the outbox's transactions wait behind (under a flood, the replies stopped going out).
+SQLITE_PROCESSING_AT_ONCE = 2
 PROCESSING_FAILED = "抱歉，系统处理出了问题。您的消息已保存，工作人员会尽快处理。"
 # The passive reply when the answer is not ready within the budget, or would not be (a flood): the
 # message is stored, the reply (case number, command result) follows as a customer-service message.
@@ -138,7 +141,9 @@ class Receiver:
         # Messages processed at once. Past capacity, unbounded processing took every pooled
         # PostgreSQL connection and the next message could not even be stored (answered in time);
         # the rest wait here, stored and acknowledged, holding no connection.
-        self.processing = asyncio.Semaphore(PROCESSING_AT_ONCE)
+        sqlite = factory.kw["bind"].dialect.name == "sqlite"
+        self.at_once = SQLITE_PROCESSING_AT_ONCE if sqlite else PROCESSING_AT_ONCE
+        self.processing = asyncio.Semaphore(self.at_once)
         self.store = GroupCommit(factory, clock)
         self.backlog = 0  # messages stored here and not yet processed
         self._finished: collections.deque[float] = collections.deque(maxlen=512)  # when (monotonic)
@@ -190,14 +195,14 @@ class Receiver:
         """Whether this message will be processed within the reply budget, judged by the messages ahead
         of it and how fast messages were processed over the last two seconds (or, with too few
         finished lately to tell, by how long one took)."""
-        if self.backlog < PROCESSING_AT_ONCE:
+        if self.backlog < self.at_once:
             return True  # it starts at once
         now = self.clock.monotonic()
         recent = [t for t in self._finished if t > now - 2.0]
         if len(recent) >= 2:
             rate = len(recent) / max(now - recent[0], 1e-3)
         elif self._took is not None:
-            rate = PROCESSING_AT_ONCE / max(self._took, 1e-3)
+            rate = self.at_once / max(self._took, 1e-3)
         else:
             return True  # nothing measured yet: the reply budget still bounds the wait
         return (self.backlog + 1) / rate <= self.budget

@@ -161,7 +161,7 @@ async def test_under_a_flood_the_sender_hears_at_once_and_the_reply_follows(wech
     does not wait for this one. The sender gets 已收到 now; the receipt with the case number comes
     as a customer-service message once it is processed."""
     receiver = wechat.app[RECEIVER]
-    receiver.backlog = bot.receive.PROCESSING_AT_ONCE  # every processing slot taken, nothing finishing
+    receiver.backlog = receiver.at_once  # every processing slot taken, nothing finishing
     receiver._took = 5.0  # and a message takes seconds
     assert await wechat.text(RESIDENT, REPORT) == bot.receive.RECEIVED
     await receiver.wait_idle()
@@ -185,11 +185,11 @@ async def test_the_wait_is_judged_by_the_queue_and_the_recent_rate(wechat: WeCha
     receiver.backlog = 200  # 2 s ahead: past the budget
     assert not receiver._can_wait()
     receiver._finished.clear()  # a queue, and nothing measured yet: the reply budget bounds the wait
-    receiver.backlog = bot.receive.PROCESSING_AT_ONCE
+    receiver.backlog = receiver.at_once
     assert receiver._can_wait()
-    receiver._took = 0.05  # nothing finished lately, but one takes 50 ms: 8 at once, 160 a second
-    receiver.backlog = 30  # 0.19 s
+    receiver._took = 0.05 * receiver.at_once  # nothing finished lately, but 20 a second at once
+    receiver.backlog = 15  # 0.8 s
     assert receiver._can_wait()
-    receiver.backlog = 200  # 1.26 s
+    receiver.backlog = 25  # 1.3 s
     assert not receiver._can_wait()
     receiver.backlog = 0
