@@ -224,7 +224,7 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime = _utc()
     sent_at: datetime | None = _utc(default=None)
     # Delivered inside another message (pending updates merged into one): that message's id.
-    merged_into_id: int | None = None
+    merged_into_id: int | None = Field(default=None, index=True)
     # "ping" for the follow-up engine's reminders and escalations: cancelled when the case closes.
     kind: str | None = Field(default=None, max_length=20)
 
@@ -232,6 +232,8 @@ class OutboxMessage(SQLModel, table=True):
         Index("ix_outbox_due", "status", "next_attempt_at"),
         # Rate windows and the 48-hour quota: what went to one recipient lately.
         Index("ix_outbox_recipient_sent", "recipient", "channel", "sent_at"),
+        # One person's pushes go in order: an older one still pending holds the rest (claim_due).
+        Index("ix_outbox_recipient_open", "recipient", "status", "id"),
     )
 
 

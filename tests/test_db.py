@@ -93,3 +93,41 @@ async def test_storing_a_message_goes_before_the_queued_processing(database_url:
     await asyncio.gather(*tasks)
     await engine.dispose()
     assert order == ["running", "store", "processing 1", "processing 2"]
+
+
+async def test_claiming_pushes_looks_up_each_recipients_older_pending_by_index(
+    process_db: Callable[[], SessionFactory],
+) -> None:
+    """The outbox claim skips a push while an older one to the same person is pending. Without an
+    index on (recipient, status, id) that check walked every push the person ever had: after a flood
+    one claim took 5 s (benchmarks/outbox_backlog.py). The plan must use the index."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy.dialects import sqlite
+
+    from storage import outbox
+
+    factory = process_db()
+    captured: list[str] = []
+    async with transaction(factory) as session:
+        conn = await session.connection()
+
+        def plan(statement: str, params: tuple[object, ...]) -> None:
+            captured.extend(
+                str(r[-1])
+                for r in conn.sync_connection.exec_driver_sql(  # type: ignore[union-attr]
+                    "EXPLAIN QUERY PLAN " + statement, params
+                ).all()
+            )
+
+        real_exec = session.exec
+
+        async def explained(stmt: object, *args: object, **kw: object) -> object:
+            if not captured:
+                compiled = stmt.compile(dialect=sqlite.dialect())  # type: ignore[attr-defined]
+                await conn.run_sync(lambda _: plan(str(compiled), tuple(compiled.params.values())))
+            return await real_exec(stmt, *args, **kw)  # type: ignore[arg-type]
+
+        session.exec = explained  # type: ignore[method-assign]
+        await outbox.claim_due(session, now=datetime.now(UTC), lease=timedelta(seconds=10))
+    assert any("ix_outbox_recipient_open" in line for line in captured), captured
