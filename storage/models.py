@@ -232,6 +232,8 @@ class OutboxMessage(SQLModel, table=True):
         Index("ix_outbox_due", "status", "next_attempt_at"),
         # Rate windows and the 48-hour quota: what went to one recipient lately.
         Index("ix_outbox_recipient_sent", "recipient", "channel", "sent_at"),
+        # claim_due: is an older push to this person still pending? (migration 0011 says why)
+        Index("ix_outbox_recipient_status", "recipient", "status", "id"),
     )
 
 
