@@ -20,7 +20,7 @@ from bot.clock import Clock
 from bot.wechat_api import Result, Verdict
 from handlers.pushes import WECOM_APP, WECOM_ROBOT
 from storage import outbox
-from storage.db import SessionFactory, transaction
+from storage.db import SessionFactory, reading, transaction
 from storage.models import OutboxMessage
 
 log = logging.getLogger("gridbot.outbox")
@@ -353,7 +353,7 @@ class OutboxWorker:
             return None
         now = self.clock.now()
         free_at: datetime | None = None
-        async with transaction(self.factory) as session:
+        async with reading(self.factory) as session:
             for limit in limits:
                 window = timedelta(seconds=limit.seconds)
                 times = await outbox.recent_sent_times(

@@ -93,3 +93,33 @@ async def test_storing_a_message_goes_before_the_queued_processing(database_url:
     await asyncio.gather(*tasks)
     await engine.dispose()
     assert order == ["running", "store", "processing 1", "processing 2"]
+
+
+async def test_a_read_goes_past_the_writer_queue(database_url: str) -> None:
+    """The outbox's delivery rules read before every push: while message processing holds the
+    writer (with more queued behind it), a read runs at once."""
+    from storage.db import create_engine, reading, session_factory
+
+    engine = create_engine(database_url)
+    factory = session_factory(engine)
+    writing, finish = asyncio.Event(), asyncio.Event()
+
+    async def write() -> None:
+        async with transaction(factory) as session:
+            await session.exec(text("UPDATE staff SET last_ref = last_ref + 1"))  # type: ignore[call-overload]
+            writing.set()
+            await finish.wait()
+
+    writer = asyncio.create_task(write())
+    await writing.wait()
+    queued = asyncio.create_task(_synchronous(factory, durable=False))
+
+    async def read() -> None:
+        async with reading(factory) as session:
+            await session.exec(text("SELECT count(*) FROM staff"))  # type: ignore[call-overload]
+
+    await asyncio.wait_for(read(), timeout=5)  # behind the writer it would never run
+    assert not queued.done()  # while a write transaction still waits its turn
+    finish.set()
+    await asyncio.gather(writer, queued)
+    await engine.dispose()
