@@ -1,12 +1,15 @@
 """Statements and transactions per message, by kind: where the webhook's database round trips go.
 
-    .venv/bin/python benchmarks/query_count.py [--blocks 20]
+    .venv/bin/python benchmarks/query_count.py [--blocks 20] [--pushes 2000]
     GRIDBOT_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test_load .venv/bin/python ...
 
 Sends the mix of webhook_load.py (`--blocks` × 10 messages, safe mode) through the real app in this
 process, counting with SQLAlchemy event listeners (before_cursor_execute, begin) what answering each
 message took, then what delivering the pushes it queued took (outbox drain). A round trip is a
-thread hop with aiosqlite and a network one with asyncpg: fewer is faster on both.
+thread hop with aiosqlite and a network one with asyncpg: fewer is faster on both. `--pushes N`
+then queues N customer-service pushes, one to each of N people, and times the outbox draining them;
+`--busy K` drains them while K message processors keep the database busy (each a transaction
+holding the writer 10 ms, again and again: on SQLite the outbox's transactions queue behind them).
 """
 
 from __future__ import annotations
@@ -24,14 +27,17 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from webhook_load import AES, APPID, SECRET, TOKEN, build_messages  # noqa: E402
 
-from bot.app import WORKER, create_app  # noqa: E402
+from bot.app import CLOCK, FACTORY, WORKER, create_app  # noqa: E402
 from bot.config import DEMO_GRID_FILE, Settings  # noqa: E402
 from bot.fake_wechat import FakeWeChat  # noqa: E402
-from storage.db import upgrade  # noqa: E402
+from handlers.pushes import text_push  # noqa: E402
+from storage import outbox  # noqa: E402
+from storage.db import transaction, upgrade  # noqa: E402
 
 COUNTS = {"statements": 0, "begins": 0}
 
@@ -44,7 +50,7 @@ def _count_begin(*_: Any) -> None:
     COUNTS["begins"] += 1
 
 
-async def main(blocks: int) -> None:
+async def main(blocks: int, pushes: int, busy: int) -> None:
     tmp = tempfile.mkdtemp()
     url = os.environ.get("GRIDBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp}/count.sqlite3")
     await upgrade(url)
@@ -106,11 +112,47 @@ async def main(blocks: int) -> None:
             f"{COUNTS['begins'] / outbox_rows:.1f} transactions, {drain / outbox_rows * 1000:.1f} ms, "
             f"{drain_cpu / outbox_rows * 1000:.1f} ms CPU per push"
         )
+    if pushes:
+        await _drain_pushes(client.app, pushes, backend, busy)
     await client.close()
     await fake.close()
+
+
+async def _drain_pushes(app: Any, pushes: int, backend: str, busy: int) -> None:
+    """Pushes per second when the outbox has a backlog to many people (the aftermath of a flood)."""
+    async with transaction(app[FACTORY]) as session:
+        for i in range(pushes):
+            outbox.enqueue(session, recipient=f"o-push-{i}", payload=text_push(f"进展 {i}"), now=app[CLOCK].now())
+    processors = [asyncio.create_task(_keep_busy(app[FACTORY])) for _ in range(busy)]
+    COUNTS.update(statements=0, begins=0)
+    t0, c0 = time.perf_counter(), time.process_time()
+    sent = 0
+    while (done := await app[WORKER].run_once()) > 0:
+        sent += done
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    for task in processors:
+        task.cancel()
+    await asyncio.gather(*processors, return_exceptions=True)
+    print(
+        f"  {backend}, {sent} queued pushes to {pushes} people, {busy} busy: {sent / wall:.0f} pushes/s, "
+        f"{COUNTS['statements'] / sent:.1f} statements, {COUNTS['begins'] / sent:.2f} transactions, "
+        f"{cpu / sent * 1000:.2f} ms CPU per push"
+    )
+
+
+async def _keep_busy(factory: Any) -> None:
+    """A message processor's write transactions, back to back (their statements are not counted in
+    the figures per push, but their transactions are)."""
+    while True:
+        async with transaction(factory) as session:
+            await session.exec(select(1))
+            await asyncio.sleep(0.01)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--blocks", type=int, default=20)
-    asyncio.run(main(parser.parse_args().blocks))
+    parser.add_argument("--pushes", type=int, default=0, help="then time draining N pushes to N people")
+    parser.add_argument("--busy", type=int, default=0, help="while K processors keep the database busy")
+    args = parser.parse_args()
+    asyncio.run(main(args.blocks, args.pushes, args.busy))

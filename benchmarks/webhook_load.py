@@ -17,8 +17,12 @@ WeChat does it (bot.wechat.WeChatSimulator), in a realistic mix per ten messages
 
 Open loop at each fixed rate (a message is due at t0 + i/rate whatever happened to the previous
 ones; latency runs from when it was due, so a slow server cannot hide its queue), then a closed-loop
-phase (`--concurrency` requests in flight) for the maximum throughput. The bare handler (an aiohttp
-app that only answers "success") takes the same request bodies; ratio = ours / bare.
+phase per `--concurrency` (requests in flight) for the maximum throughput: with 32 the server
+mostly answers in full (it waits for processing while that fits the 1 s reply budget), with 256 the
+queue is past the budget and it answers 已收到 once the message is stored, the reply following as a
+customer-service message. The bare handler (an aiohttp app that only answers "success") takes the
+same request bodies; ratio = ours / bare (its best closed loop). After the load it waits until every
+message is processed and no push is due, and reports how long that took (the queue the residents saw).
 
 After the phases: every message answered 200 must be in inbound_message (durably stored before it
 was acknowledged), no resident has two cases (retries made one), and the peak RSS of each server
@@ -588,12 +592,13 @@ def run_config(args: argparse.Namespace, db: str, workers: int, tmp: Path) -> di
                 res = run_phase(stack, f"r{n}w{workers}", acked, rate=rate, duration=args.duration)
                 phases.append(res)
                 print(f"{label} {res.target}: {fmt(res)}", flush=True)
-            res = run_phase(
-                stack, f"c{workers}", acked, duration=args.duration, concurrency=args.concurrency,
-                max_messages=args.max_messages,
-            )  # fmt: skip
-            phases.append(res)
-            print(f"{label} {res.target}: {fmt(res)}", flush=True)
+            for concurrency in args.concurrency:
+                res = run_phase(
+                    stack, f"c{workers}-{concurrency}", acked, duration=args.duration, concurrency=concurrency,
+                    max_messages=args.max_messages,
+                )  # fmt: skip
+                phases.append(res)
+                print(f"{label} {res.target}: {fmt(res)}", flush=True)
         if url is not None:
             drain = asyncio.run(_drain(url, t_start, args.drain_timeout))
             print(f"{label} processing: {drain}", flush=True)
@@ -637,7 +642,7 @@ def main(args: argparse.Namespace) -> None:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    bare_max = next((r["phases"][-1]["rate"] for r in results if r["db"] == "bare"), None)
+    bare_max = next((max(p["rate"] for p in r["phases"]) for r in results if r["db"] == "bare"), None)
     print()
     print("| database | workers | load | msg/s | ok/sent | p50 ms | p99 ms | max ms | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -650,9 +655,13 @@ def main(args: argparse.Namespace) -> None:
     if bare_max:
         print()
         for r in results:
-            if r["db"] != "bare" and r["phases"]:
-                ours = r["phases"][-1]["rate"]
-                print(f"{r['db']} ×{r['workers']}: {ours:.0f} msg/s = {ours / bare_max:.1%} of bare ({bare_max:.0f})")
+            for p in r["phases"] if r["db"] != "bare" else []:
+                if p["name"] == "closed":
+                    ours = p["rate"]
+                    print(
+                        f"{r['db']} ×{r['workers']} {p['target']}: {ours:.0f} msg/s = {ours / bare_max:.1%} of bare "
+                        f"({bare_max:.0f})"
+                    )
     for r in results:
         if r["processing"]:
             print(f"{r['db']} ×{r['workers']} processing: {r['processing']}")
@@ -683,7 +692,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--workers", default="1,2", type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--rates", default="50,100,200,500,1000", type=lambda s: [float(x) for x in s.split(",")])
     p.add_argument("--duration", type=float, default=10, help="seconds per phase")
-    p.add_argument("--concurrency", type=int, default=32, help="requests in flight in the closed-loop phase")
+    p.add_argument(
+        "--concurrency",
+        default="32,256",
+        type=lambda s: [int(x) for x in s.split(",")],
+        help="requests in flight in each closed-loop phase: 32 is answered in full while processing keeps up "
+        "within the reply budget; 256 is past it (stored and answered 已收到, the reply follows)",
+    )
     p.add_argument("--max-messages", type=int, default=30000, help="messages prepared for the closed-loop phase")
     p.add_argument("--bare-rates", action="store_true", help="also run the fixed rates against the bare handler")
     p.add_argument("--no-bare", action="store_true")

@@ -28,7 +28,7 @@ from handlers import messages
 from handlers.pushes import WECHAT_CS, text_push
 from storage import inbound, outbox
 from storage.cases import get_cases
-from storage.db import SessionFactory, transaction
+from storage.db import SessionFactory, reading
 from storage.models import Case, OutboxMessage
 
 log = logging.getLogger("gridbot.delivery")
@@ -79,7 +79,7 @@ class CustomerService:
 
     async def __call__(self, row: OutboxMessage) -> Delivery:
         now = self.clock.now()
-        async with transaction(self.factory) as session:
+        async with reading(self.factory) as session:
             last = await inbound.last_from(session, sender=row.recipient)
             sent = (
                 await outbox.count_sent(session, recipient=row.recipient, channel=WECHAT_CS, since=last) if last else 0
@@ -119,7 +119,7 @@ class CustomerService:
         if self.fallback is None:
             return Delivery(Verdict.HOLD, f"held: {reason}", others)
         # Only a template names the cases (number, status): read them here, not for every push.
-        async with transaction(self.factory) as session:
+        async with reading(self.factory) as session:
             found = {c.id: c for c in await get_cases(session, {r.case_id for r in rows if r.case_id is not None})}
         data = template_data(rows, found, self.fallback.fields, self.clock.now().astimezone(self.zone))
         result: Result

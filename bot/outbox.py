@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from bot.clock import Clock
 from bot.wechat_api import Result, Verdict
 from handlers.pushes import WECOM_APP, WECOM_ROBOT
 from storage import outbox
-from storage.db import SessionFactory, transaction
+from storage.db import SessionFactory, reading, transaction
 from storage.models import OutboxMessage
 
 log = logging.getLogger("gridbot.outbox")
@@ -118,6 +122,97 @@ def backoff(attempts: int, rng: random.Random) -> float:
     return rng.uniform(0.5, 1.0) * min(MAX_DELAY, BASE_DELAY * 2 ** min(attempts, 20))
 
 
+PARALLEL = 8  # recipients delivered at once: each waits mostly on WeChat's answer or the database
+
+
+def _by_recipient(due: Sequence[OutboxMessage]) -> list[list[OutboxMessage]]:
+    """The batch as one lane per recipient, each in the order claimed (oldest first)."""
+    lanes: dict[str, list[OutboxMessage]] = {}
+    for row in due:
+        lanes.setdefault(row.recipient, []).append(row)
+    return list(lanes.values())
+
+
+async def _all_or_none(coros: Sequence[Coroutine[Any, Any, None]]) -> None:
+    """Run together; the first failure cancels the rest and is raised as itself."""
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+Write = Callable[[AsyncSession], Awaitable[None]]
+
+
+class _Outcomes:
+    """Group commit for a batch's verdicts: what finishes while one transaction commits goes in the
+    next, together (on SQLite each transaction queues for the one writer). A row stays leased until
+    its verdict is committed, so a crash in between means a resend after the lease, never a loss —
+    as with a transaction per push."""
+
+    def __init__(self, factory: SessionFactory) -> None:
+        self.factory = factory
+        self._sent: list[outbox.Sent] = []
+        self._writes: list[Write] = []
+        self._group: asyncio.Future[bool] | None = None  # the next commit: True once it is done
+        self._task: asyncio.Task[None] | None = None
+        self._failed = False
+
+    def sent(self, sent: outbox.Sent) -> asyncio.Future[bool]:
+        self._sent.append(sent)
+        return self._next_commit()
+
+    def write(self, write: Write) -> asyncio.Future[bool]:
+        """Any other verdict (hold, park, retry, reschedule, release): its own statements, kept per row."""
+        self._writes.append(write)
+        return self._next_commit()
+
+    @property
+    def failed(self) -> bool:
+        """A commit failed: nothing more will be recorded in this batch, so nothing more should go."""
+        return self._failed
+
+    def _next_commit(self) -> asyncio.Future[bool]:
+        if self._failed:
+            refused = asyncio.get_running_loop().create_future()
+            refused.set_result(False)
+            return refused
+        if self._group is None:
+            self._group = asyncio.get_running_loop().create_future()
+        if self._task is None:
+            self._task = asyncio.create_task(self._commit())
+        return self._group
+
+    async def _commit(self) -> None:
+        while self._group is not None and not self._failed:
+            sent, writes, group = self._sent, self._writes, self._group
+            self._sent, self._writes, self._group = [], [], None
+            try:
+                async with transaction(self.factory) as session:
+                    await outbox.mark_sent(session, sent)
+                    for write in writes:
+                        await write(session)
+            except BaseException:
+                self._failed = True
+                group.set_result(False)
+                raise
+            group.set_result(True)
+        self._task = None
+
+    async def close(self) -> None:
+        """Wait until every verdict handed in is committed; raises what made a commit fail."""
+        while self._task is not None:
+            await self._task
+
+    def abandon(self) -> None:
+        """Stop committing (run_once is ending): what is not committed yet stays leased."""
+        if self._task is not None:
+            self._task.cancel()
+
+
 class OutboxWorker:
     def __init__(
         self,
@@ -150,53 +245,95 @@ class OutboxWorker:
         claimed_at = self.clock.now()
         async with transaction(self.factory) as session:
             due = await outbox.claim_due(session, now=claimed_at, lease=self.lease)
+        if not due:
+            return 0
         # The batch shares one lease. Past its half no new delivery starts (one delivery, a few calls
         # bounded by the outbound timeout, fits in the other half: Settings checks it): a row whose
         # lease ran out while it waited behind slow sends could be taken, and sent, by another process.
         last_start = claimed_at + self.lease / 2
-        blocked: set[str] = set()
-        for index, row in enumerate(due):
+        lanes = iter(_by_recipient(due))
+        started: set[int] = set()
+        outcomes = _Outcomes(self.factory)
+        try:
+            await _all_or_none(
+                [self._work(lanes, outcomes, last_start, started) for _ in range(min(PARALLEL, len(due)))]
+            )
+            unstarted = [row.id for row in due if row.id is not None and row.id not in started]
+            if unstarted:
+                outcomes.write(functools.partial(outbox.release, row_ids=unstarted))
+                log.warning("outbox batch outran half its lease", extra={"released": len(unstarted)})
+            await outcomes.close()
+        except Exception:
+            # What went out before the failure is recorded if it can be (else it goes again after the lease).
+            with contextlib.suppress(Exception):
+                await outcomes.close()
+            raise
+        finally:
+            outcomes.abandon()
+        return len(due) - len(unstarted)
+
+    async def _work(
+        self, lanes: Iterator[list[OutboxMessage]], outcomes: _Outcomes, last_start: datetime, started: set[int]
+    ) -> None:
+        """Take one recipient's rows after another until none are left or delivery must stop."""
+        for rows in lanes:
+            if not await self._deliver_lane(rows, outcomes, last_start, started):
+                return
+
+    async def _deliver_lane(
+        self, rows: list[OutboxMessage], outcomes: _Outcomes, last_start: datetime, started: set[int]
+    ) -> bool:
+        """One recipient's rows, strictly in order. False: stop taking lanes (half the lease is gone,
+        or recording a verdict failed)."""
+        for index, row in enumerate(rows):
             assert row.id is not None
-            if self.clock.now() > last_start:
-                async with transaction(self.factory) as session:
-                    for rest in due[index:]:
-                        assert rest.id is not None
-                        await outbox.release(session, row_id=rest.id)
-                log.warning("outbox batch outran half its lease", extra={"released": len(due) - index})
-                return index
-            if row.recipient in blocked:
-                # An earlier message to this person just failed: keep their order, release the lease.
-                async with transaction(self.factory) as session:
-                    await outbox.release(session, row_id=row.id)
-                continue
-            free_at = await self._rate_limited(row)
-            if free_at is not None:
-                # Over the channel's rate: due again when the window frees; later rows wait behind it.
-                blocked.add(row.recipient)
-                async with transaction(self.factory) as session:
-                    await outbox.reschedule(session, row_id=row.id, at=free_at)
-                continue
-            result = await self._deliver(row)
-            now = self.clock.now()
-            async with transaction(self.factory) as session:
-                if result.verdict is Verdict.SENT:
-                    await outbox.mark_sent(
-                        session, row_id=row.id, now=now, channel=result.channel, merged=result.merged
-                    )
-                    continue
-                blocked.add(row.recipient)
-                if result.verdict is Verdict.HOLD:
-                    log.info("push held until the recipient writes", extra={"outbox_id": row.id})
-                    await outbox.hold(session, row_id=row.id, error=result.detail, merged=result.merged)
-                elif result.verdict is Verdict.PARK:
-                    log.warning("push parked", extra={"outbox_id": row.id, "error": result.detail})
-                    await outbox.mark_parked(session, row_id=row.id, error=result.detail)
-                else:
-                    delay = QUOTA_DELAY if result.verdict is Verdict.BACK_OFF else backoff(row.attempts, self.rng)
-                    await outbox.mark_retry(
-                        session, row_id=row.id, at=now + timedelta(seconds=delay), error=result.detail
-                    )
-        return len(due)
+            if self.clock.now() > last_start or outcomes.failed:
+                return False
+            started.add(row.id)
+            pushed = await self._push(row, outcomes, last_start)
+            if pushed is None:  # half the lease went by while it waited for the database: not started
+                started.discard(row.id)
+                return False
+            committed, delivered = pushed
+            rest = [r.id for r in rows[index + 1 :] if r.id is not None]
+            if not rest:
+                return True
+            if not delivered:
+                # An earlier message to this person failed: keep their order, release the lease.
+                started.update(rest)
+                outcomes.write(functools.partial(outbox.release, row_ids=rest))
+                return True
+            # The next row's policy reads what this one left (the quota used, what is undelivered).
+            if not await committed:
+                return False
+        return True
+
+    async def _push(
+        self, row: OutboxMessage, outcomes: _Outcomes, last_start: datetime
+    ) -> tuple[asyncio.Future[bool], bool] | None:
+        """Deliver one row and hand its outcome to be recorded: (its commit, whether it went out)."""
+        assert row.id is not None
+        free_at = await self._rate_limited(row)
+        if free_at is None and self.clock.now() > last_start:
+            return None
+        if free_at is not None:
+            # Over the channel's rate: due again when the window frees; later rows wait behind it.
+            return outcomes.write(functools.partial(outbox.reschedule, row_id=row.id, at=free_at)), False
+        result = await self._deliver(row)
+        now = self.clock.now()
+        if result.verdict is Verdict.SENT:
+            return outcomes.sent(outbox.Sent(row.id, now, result.channel, result.merged)), True
+        if result.verdict is Verdict.HOLD:
+            log.info("push held until the recipient writes", extra={"outbox_id": row.id})
+            write = functools.partial(outbox.hold, row_id=row.id, error=result.detail, merged=result.merged)
+        elif result.verdict is Verdict.PARK:
+            log.warning("push parked", extra={"outbox_id": row.id, "error": result.detail})
+            write = functools.partial(outbox.mark_parked, row_id=row.id, error=result.detail)
+        else:
+            delay = QUOTA_DELAY if result.verdict is Verdict.BACK_OFF else backoff(row.attempts, self.rng)
+            at = now + timedelta(seconds=delay)
+            write = functools.partial(outbox.mark_retry, row_id=row.id, at=at, error=result.detail)
+        return outcomes.write(write), False
 
     async def _deliver(self, row: OutboxMessage) -> Delivery:
         policy = self.policies.get(row.channel)
@@ -216,7 +353,7 @@ class OutboxWorker:
             return None
         now = self.clock.now()
         free_at: datetime | None = None
-        async with transaction(self.factory) as session:
+        async with reading(self.factory) as session:
             for limit in limits:
                 window = timedelta(seconds=limit.seconds)
                 times = await outbox.recent_sent_times(

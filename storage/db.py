@@ -63,7 +63,8 @@ def create_engine(url: str, **kw: Any) -> AsyncEngine:
             info["synchronous"] = wanted
         # Take the write lock up front: a deferred transaction that reads and then writes fails
         # with "database is locked" instead of waiting when another writer got there first.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A `reading` one never writes: in WAL it reads its snapshot while another connection writes.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READING) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -186,6 +187,22 @@ async def transaction(factory: SessionFactory, *, durable: bool = False) -> Asyn
             yield session
     finally:
         writers.release()
+
+
+READING = "gridbot_reading"
+
+
+@asynccontextmanager
+async def reading(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
+    """A transaction that only reads. On SQLite it skips the writer queue: behind a backlog of
+    message processing a read would otherwise wait its turn for a lock it does not need (the
+    outbox's delivery rules read before every push). Writing in it is a bug (SQLite refuses with
+    "database is locked" when another connection holds the write lock)."""
+    engine = factory.kw["bind"]
+    async with factory() as session, session.begin():
+        if engine.dialect.name == "sqlite":
+            await session.connection(execution_options={READING: True})
+        yield session
 
 
 async def drop_schema(url: str) -> None:

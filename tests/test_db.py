@@ -131,3 +131,33 @@ async def test_claiming_pushes_looks_up_each_recipients_older_pending_by_index(
         session.exec = explained  # type: ignore[method-assign]
         await outbox.claim_due(session, now=datetime.now(UTC), lease=timedelta(seconds=10))
     assert any("ix_outbox_recipient_open" in line for line in captured), captured
+
+
+async def test_a_read_goes_past_the_writer_queue(database_url: str) -> None:
+    """The outbox's delivery rules read before every push: while message processing holds the
+    writer (with more queued behind it), a read runs at once."""
+    from storage.db import create_engine, reading, session_factory
+
+    engine = create_engine(database_url)
+    factory = session_factory(engine)
+    writing, finish = asyncio.Event(), asyncio.Event()
+
+    async def write() -> None:
+        async with transaction(factory) as session:
+            await session.exec(text("UPDATE staff SET last_ref = last_ref + 1"))  # type: ignore[call-overload]
+            writing.set()
+            await finish.wait()
+
+    writer = asyncio.create_task(write())
+    await writing.wait()
+    queued = asyncio.create_task(_synchronous(factory, durable=False))
+
+    async def read() -> None:
+        async with reading(factory) as session:
+            await session.exec(text("SELECT count(*) FROM staff"))  # type: ignore[call-overload]
+
+    await asyncio.wait_for(read(), timeout=5)  # behind the writer it would never run
+    assert not queued.done()  # while a write transaction still waits its turn
+    finish.set()
+    await asyncio.gather(writer, queued)
+    await engine.dispose()
