@@ -198,7 +198,9 @@ class Receiver:
         if self.backlog < self.at_once:
             return True  # it starts at once
         now = self.clock.monotonic()
-        recent = [t for t in self._finished if t > now - 2.0]
+        recent = self._finished  # in order of finishing: forget what is older than 2 s
+        while recent and recent[0] <= now - 2.0:
+            recent.popleft()
         if len(recent) >= 2:
             rate = len(recent) / max(now - recent[0], 1e-3)
         elif self._took is not None:
