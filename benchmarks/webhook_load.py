@@ -433,32 +433,16 @@ def run_phase(
 
 
 async def _check(db_url: str, acked: set[str]) -> dict[str, Any]:
-    from sqlalchemy import text
-
-    from storage.db import create_engine
-
-    engine = create_engine(db_url)
-    try:
-        async with engine.connect() as conn:
-            stored = {r[0] for r in await conn.execute(text("SELECT dedupe_key FROM inbound_message"))}
-            most = (
-                await conn.execute(
-                    text("SELECT COALESCE(MAX(n), 0) FROM (SELECT COUNT(*) AS n FROM cases GROUP BY resident_id) AS c")
-                )
-            ).scalar_one()
-            cases = (await conn.execute(text("SELECT COUNT(*) FROM cases"))).scalar_one()
-            unprocessed = (
-                await conn.execute(text("SELECT COUNT(*) FROM inbound_message WHERE status <> 'processed'"))
-            ).scalar_one()
-    finally:
-        await engine.dispose()
+    stored = {r[0] for r in await _query(db_url, "SELECT dedupe_key FROM inbound_message")}
+    per_resident = "SELECT COALESCE(MAX(n), 0) FROM (SELECT COUNT(*) AS n FROM cases GROUP BY resident_id) AS c"
+    unprocessed = "SELECT COUNT(*) FROM inbound_message WHERE status <> 'processed'"
     return {
         "acknowledged": len(acked),
         "stored": len(stored),
         "acknowledged_not_stored": len(acked - stored),
-        "cases": cases,
-        "most_cases_per_resident": most,
-        "not_processed": unprocessed,
+        "cases": (await _query(db_url, "SELECT COUNT(*) FROM cases"))[0][0],
+        "most_cases_per_resident": (await _query(db_url, per_resident))[0][0],
+        "not_processed": (await _query(db_url, unprocessed))[0][0],
     }
 
 
