@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -148,6 +149,8 @@ class Receiver:
         self.backlog = 0  # messages stored here and not yet processed
         self._finished: collections.deque[float] = collections.deque(maxlen=512)  # when (monotonic)
         self._took: float | None = None  # seconds one message takes to process (moving average)
+        # A lock per person with messages in processing, and how many of them hold or wait for it.
+        self._senders: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def receive(self, msg: Inbound, dedupe_key: str) -> str | None:
         """The passive reply to give WeChat now (None: answer "success")."""
@@ -212,7 +215,7 @@ class Receiver:
     async def _process(self, row_id: int, msg: Inbound, handoff: _Handoff | None) -> None:
         self.backlog += 1
         try:
-            async with self.processing:
+            async with self._in_turn(msg.sender), self.processing:
                 started = self.clock.monotonic()
                 await self._process_one(row_id, msg, handoff)
                 took = self.clock.monotonic() - started
@@ -220,6 +223,24 @@ class Receiver:
         finally:
             self.backlog -= 1
             self._finished.append(self.clock.monotonic())
+
+    @contextlib.asynccontextmanager
+    async def _in_turn(self, sender: str) -> AsyncIterator[None]:
+        """One person's messages are processed one at a time, in the order they arrived (asyncio's
+        locks are first come, first served): their photo before the text it belongs to, and never
+        two transactions at once creating the same resident or updating the same case (on
+        PostgreSQL that was a unique violation, or a deadlock, and the message marked failed)."""
+        lock, users = self._senders.get(sender, (asyncio.Lock(), 0))
+        self._senders[sender] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._senders[sender]
+            if users == 1:  # nobody else in line: forget the person
+                del self._senders[sender]
+            else:
+                self._senders[sender] = (lock, users - 1)
 
     async def _process_one(self, row_id: int, msg: Inbound, handoff: _Handoff | None) -> None:
         try:

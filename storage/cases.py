@@ -57,11 +57,13 @@ async def resident_for(session: AsyncSession, *, openid: str, now: datetime) -> 
     resident = (await session.exec(_RESIDENT_BY_OPENID, params={"openid": openid})).first()
     if resident is None:
         resident = Resident(openid=openid, first_seen_at=now, last_seen_at=now)
-        session.add(resident)
-        await session.flush()
-    else:
-        resident.last_seen_at = now
-        session.add(resident)
+        if await insert_once(session, resident):
+            return resident
+        # Another process processing this person's other message created them first (PostgreSQL
+        # waited for it to commit before refusing ours): theirs, now visible.
+        resident = (await session.exec(_RESIDENT_BY_OPENID, params={"openid": openid})).one()
+    resident.last_seen_at = now
+    session.add(resident)
     return resident
 
 

@@ -193,3 +193,33 @@ async def test_the_wait_is_judged_by_the_queue_and_the_recent_rate(wechat: WeCha
     receiver.backlog = 25  # 1.3 s
     assert not receiver._can_wait()
     receiver.backlog = 0
+
+
+async def test_one_persons_messages_are_processed_one_at_a_time_in_order(
+    wechat: WeChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new resident's report, photo and pin arriving together: on PostgreSQL, processed side by
+    side, two of them created the same resident (a unique violation, the message marked failed)."""
+    order: list[str] = []
+    real = bot.receive.Receiver._process_one
+
+    async def watched(self: Any, row_id: int, msg: Inbound, handoff: Any) -> None:
+        order.append(f"start {msg.kind}")
+        await asyncio.sleep(0.01)  # room for another message of theirs to start, if it could
+        await real(self, row_id, msg, handoff)
+        order.append(f"end {msg.kind}")
+
+    monkeypatch.setattr(bot.receive.Receiver, "_process_one", watched)
+    newcomer = "o_newcomer_resident"
+    xmls = [
+        wechat.xml(newcomer, "text", {"Content": REPORT}),
+        wechat.xml(newcomer, "image", {"PicUrl": "http://example.invalid/p.jpg", "MediaId": "m1"}),
+        wechat.xml(newcomer, "location", {"Location_X": 39.9, "Location_Y": 116.4, "Scale": 16, "Label": "x"}),
+    ]
+    results = await asyncio.gather(*(wechat.post(x) for x in xmls))
+    assert [status for status, _ in results] == [200, 200, 200]
+    assert order == [f"{edge} {kind}" for kind in ("text", "image", "location") for edge in ("start", "end")]
+    async with transaction(wechat.app[FACTORY]) as session:
+        rows = (await session.exec(select(InboundMessage))).all()
+    assert sorted(r.status for r in rows) == ["processed"] * 3
+    assert wechat.app[RECEIVER]._senders == {}  # nobody left in line
