@@ -95,12 +95,6 @@ async def unprocessed(session: AsyncSession, *, received_before: datetime, limit
     return [int(i) for i in (await session.exec(stmt)).all() if i is not None]
 
 
-async def count_from(session: AsyncSession, *, sender: str, since: datetime) -> int:
-    """How many messages this sender sent since `since` (rate limits)."""
-    stmt = select(func.count()).where(InboundMessage.sender == sender, col(InboundMessage.received_at) >= since)
-    return int((await session.exec(stmt)).one())
-
-
 _COUNTS_FROM = select(
     func.count().filter(col(InboundMessage.received_at) >= bindparam("recent")),
     func.count(),
