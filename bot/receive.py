@@ -6,8 +6,8 @@
 2. Processing claims the row, runs the handlers and commits the case change, its events, the
    outbox rows and the reply together.
 3. The webhook waits for that within the reply budget (1 s). Past it the sender hears 已收到 and
-   the reply goes out as a customer-service message when processing finishes. Behind a queue (more
-   than one round of processing ahead: a flood), it does not wait at all.
+   the reply goes out as a customer-service message when processing finishes. When processing is
+   busy (every slot taken: a flood), it does not wait at all.
 4. A process that dies after step 1 leaves the row "received"; `recover()` processes it later and
    replies through customer service.
 """
@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,14 +31,14 @@ from handlers.pipeline import handle
 from handlers.pushes import REPLY_CHANNEL, text_push
 from handlers.types import Inbound
 from storage import inbound, outbox
-from storage.db import SessionFactory, transaction, unavailable
+from storage.db import SessionFactory, reading, transaction, unavailable
 
 log = logging.getLogger("gridbot.receive")
 
 PASSIVE = "passive"
 CUSTOMER_SERVICE = "customer_service"
 NONE = "none"
-PROCESSING_AT_ONCE = 8  # of the 15 pooled connections (SQLAlchemy: 5 + 10 overflow): the store and delivery keep theirs
+PROCESSING_AT_ONCE = 8  # of the 20 pooled connections (storage.db.POOL_SIZE): the store and the outbox keep theirs
 # SQLite: one writer, so processing more at once gains nothing, and each one queued for the write
 # lock is one more the outbox's transactions wait behind (under a flood, the replies stopped going out).
 SQLITE_PROCESSING_AT_ONCE = 2
@@ -45,9 +46,14 @@ PROCESSING_FAILED = "抱歉，系统处理出了问题。您的消息已保存�
 # The passive reply when the answer is not ready within the budget, or would not be (a flood): the
 # message is stored, the reply (case number, command result) follows as a customer-service message.
 RECEIVED = "已收到，正在处理，请稍候。"
-# A message waits for its reply when at most this many rounds of processing (at_once each) are
-# ahead of it: its own, and one more.
-WAIT_BEHIND = 2
+# The event loop is "behind" when what was due ran this much late: the webhook's requests are
+# queueing for it. Processing then goes one message at a time (bot.receive.Receiver._slot).
+LOOP_TICK = 0.025  # seconds between two looks at the loop
+LOOP_BEHIND = 0.010
+STORE_BEHIND = 0.020  # seconds from a message's arrival to its commit
+HOLD = 0.5  # seconds the webhook counts as slow after it last was (processing does not rush back)
+PATIENCE = 1.0  # seconds processing waits for the loop before it goes ahead anyway
+
 STORE_AT_ONCE = 256  # messages in one group commit (7 bound values each: well under SQLite's limit)
 
 
@@ -64,6 +70,7 @@ class _Handoff:
 class _Arrival:
     row: dict[str, Any]  # storage.inbound.new_row
     wakes: bool  # a message (not an event): opens the customer-service window again
+    at: float = field(default_factory=time.monotonic)
     stored: asyncio.Future[int | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -78,6 +85,8 @@ class GroupCommit:
         self.clock = clock
         self._queue: collections.deque[_Arrival] = collections.deque()
         self._writer: asyncio.Task[None] | None = None
+        self.took = 0.0  # seconds the last stored batch's first message waited to be stored
+        self.took_at = 0.0  # when that batch was stored (monotonic)
 
     async def store(self, row: dict[str, Any], *, wakes: bool) -> int | None:
         """The row's id once it is durably stored; None when its key was stored before (a retry).
@@ -98,6 +107,8 @@ class GroupCommit:
                     for arrival in batch:
                         arrival.stored.set_exception(exc)
                     continue
+                self.took_at = time.monotonic()
+                self.took = self.took_at - batch[0].at
                 for arrival in batch:
                     # A key twice in one batch (a retry hard on the first delivery's heels): the
                     # first arrival stored it, the second is the retry.
@@ -152,6 +163,11 @@ class Receiver:
         self.backlog = 0  # messages stored here and not yet processed
         # A lock per person with messages in processing, and how many of them hold or wait for it.
         self._senders: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._alone = asyncio.Lock()  # the one message processed while the loop is behind
+        self._late = 0.0  # how late the last look at the loop ran (watch_loop)
+        self._looked = 0.0  # when (monotonic); 0: nobody watches (tests): never behind
+        self._behind_until = 0.0
+        self._caught_up = asyncio.Event()  # set by watch_loop when the webhook is no longer behind
 
     async def receive(self, msg: Inbound, dedupe_key: str) -> str | None:
         """The passive reply to give WeChat now (None: answer "success")."""
@@ -188,7 +204,9 @@ class Receiver:
             return _received(msg)
 
     async def _retry(self, dedupe_key: str) -> str | None:
-        async with transaction(self.factory) as session:
+        # Only reads: on SQLite it must not queue for the writer behind processing and the outbox
+        # (under a flood WeChat's retries waited there past its 5 s and were sent once more).
+        async with reading(self.factory) as session:
             row = await inbound.by_key(session, dedupe_key)
         if row is not None and row.reply_mode == PASSIVE:
             return row.reply
@@ -196,13 +214,13 @@ class Receiver:
         return None
 
     def _can_wait(self) -> bool:
-        """Whether to wait for this message's reply: only when it starts at once or after one round
-        of processing. Deeper in a queue, waiting would make the sender wait (and hold the webhook
-        request) for the messages ahead; a queue that deep means a flood, where every moment an
-        answer is held back counts. Judging by a measured rate instead let a burst's first tens of
-        messages wait most of the budget before the estimate caught up (p99 at 500 msg/s: 0.7–1 s,
-        benchmarks/README.md)."""
-        return self.backlog < WAIT_BEHIND * self.at_once
+        """Whether to wait for this message's reply: only when a processing slot is free, so that it
+        starts at once. Behind others, the sender would wait (and the webhook request be held) for
+        the messages ahead: under load that was longer than a resident should wait, and every
+        request held makes the next ones slower. Judging by a measured rate instead let a burst's
+        first tens of messages wait most of the 1 s budget before the estimate caught up (p99 at
+        500 msg/s: 0.7–1 s, benchmarks/README.md)."""
+        return self.backlog < self.at_once
 
     def _start(self, row_id: int, msg: Inbound, handoff: _Handoff) -> None:
         # Counted now, not when the task first runs: the messages of one group commit are judged one
@@ -216,10 +234,54 @@ class Receiver:
         """One message, in its sender's turn and within the processing limit; counted in the backlog
         by the caller."""
         try:
-            async with self._in_turn(msg.sender), self.processing:
+            # A sender the webhook is waiting for goes ahead: it was let wait because its turn comes now.
+            waited_for = handoff is not None and not handoff.abandoned
+            async with self._in_turn(msg.sender), self._slot(waited_for), self.processing:
                 await self._process_one(row_id, msg, handoff)
         finally:
             self.backlog -= 1
+
+    async def watch_loop(self) -> None:
+        """Look at the event loop every LOOP_TICK: how late does what is due run? (Runs until
+        cancelled; the app starts it with the other background work.)"""
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(LOOP_TICK)
+            self._looked = time.monotonic()
+            self._late = self._looked - started - LOOP_TICK
+            if not self.loop_behind():
+                self._caught_up.set()
+
+    def loop_behind(self) -> bool:
+        """The webhook is slow to answer, or was within the last HOLD seconds: storing a message took
+        long, or the event loop runs late (its last look ran late, or is overdue now)."""
+        if not self._looked:
+            return False
+        now = time.monotonic()
+        late = self._late > LOOP_BEHIND or now - self._looked > LOOP_TICK + LOOP_BEHIND
+        slow_store = self.store.took > STORE_BEHIND and now - self.store.took_at < HOLD  # lately: not after a flood
+        if late or slow_store:
+            self._behind_until = now + HOLD
+        if now < self._behind_until:
+            self._caught_up.clear()
+            return True
+        return False
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, waited_for: bool) -> AsyncIterator[None]:
+        """Acknowledging comes first: WeChat gives up on an answer after 5 s and sends the message
+        again, while processing can catch up later. Processing and the webhook share one event loop,
+        and under a flood processing took most of it (at 500 msg/s the answers took 130–220 ms, p50).
+        So while the loop is behind, processing waits for it, one message at a time, the others
+        queued here (stored and acknowledged). Not forever: a flood that never ends must not stop
+        processing, so after PATIENCE one goes ahead regardless."""
+        if waited_for or not self.loop_behind():
+            yield
+            return
+        async with self._alone:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._caught_up.wait(), PATIENCE)
+            yield
 
     @contextlib.asynccontextmanager
     async def _in_turn(self, sender: str) -> AsyncIterator[None]:

@@ -24,6 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 SessionFactory = async_sessionmaker[AsyncSession]
+POOL_SIZE = 20  # connections each process keeps open to PostgreSQL (bot.receive: who uses them)
 
 
 def create_engine(url: str, **kw: Any) -> AsyncEngine:
@@ -34,6 +35,12 @@ def create_engine(url: str, **kw: Any) -> AsyncEngine:
         # A short connect timeout: with the server unreachable a webhook answers 503 while WeChat
         # still waits (5 s), rather than after asyncpg's default minute.
         kw.setdefault("connect_args", {"timeout": 3})
+        # Kept open, not just allowed: what is open at once under load (processing 8, the outbox's 8
+        # lanes, the inbound store, the scheduler) passed SQLAlchemy's default 5, and every connection
+        # past the pool was closed on return and opened again (a new server process each time: the
+        # PostgreSQL load run spent its CPU connecting).
+        kw.setdefault("pool_size", POOL_SIZE)
+        kw.setdefault("max_overflow", 10)
         return create_async_engine(url, pool_pre_ping=True, **kw)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

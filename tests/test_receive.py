@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from unittest.mock import ANY
@@ -111,9 +113,11 @@ async def test_concurrent_duplicates_make_one_case(wechat: WeChat) -> None:
     results = await asyncio.gather(*(wechat.post(xml) for _ in range(3)))
     assert all(status == 200 for status, _ in results)
     assert len(await wechat.cases()) == 1
-    # The first delivery got the receipt; the retries (stored in the same commit or after) did not.
+    # The first delivery got the receipt; a retry gets it too if processing finished by the time it
+    # looked (WeChat shows the answer to the last attempt it waited for), else "success".
     replies = [wechat.sim.read_reply(body) for _, body in results]
-    assert sum(1 for r in replies if r and "已受理" in r) == 1 and replies.count(None) == 2
+    receipts = [r for r in replies if r and "已受理" in r]
+    assert receipts and len(receipts) + replies.count(None) == 3 and len(set(receipts)) == 1
 
 
 async def test_messages_arriving_together_are_stored_by_one_commit(
@@ -134,11 +138,12 @@ async def test_messages_arriving_together_are_stored_by_one_commit(
     async with transaction(wechat.app[FACTORY]) as session:
         rows = (await session.exec(select(InboundMessage))).all()
     assert sorted(r.sender for r in rows) == residents
-    # The first two rounds processed in time, the case number in the passive reply (a receipt, or
-    # the note that it joined a neighbour's case about the same lamp); the rest heard 已收到.
+    # As many as processing takes at once were processed in time, the case number in the passive
+    # reply (a receipt, or the note that it joined a neighbour's case about the same lamp); the rest
+    # heard 已收到.
     replies = [wechat.sim.read_reply(body) or "" for _, body in results]
     passive = [r for r in replies if "编号 G" in r]
-    assert 0 < len(passive) <= 2 * wechat.app[RECEIVER].at_once
+    assert 0 < len(passive) <= wechat.app[RECEIVER].at_once
     assert replies.count(bot.receive.RECEIVED) == 12 - len(passive), replies
 
 
@@ -158,11 +163,11 @@ async def test_a_store_that_fails_is_not_acknowledged_and_the_next_one_works(
 
 
 async def test_under_a_flood_the_sender_hears_at_once_and_the_reply_follows(wechat: WeChat) -> None:
-    """Processing behind (more than a round of messages ahead of this one): the webhook does not wait
-    for it. The sender gets 已收到 now; the receipt with the case number comes as a customer-service
+    """Processing busy (every slot taken when this one is stored): the webhook does not wait for
+    it. The sender gets 已收到 now; the receipt with the case number comes as a customer-service
     message once it is processed."""
     receiver = wechat.app[RECEIVER]
-    receiver.backlog = 2 * receiver.at_once  # every slot taken, and as many again waiting
+    receiver.backlog = receiver.at_once  # every processing slot taken
     assert await wechat.text(RESIDENT, REPORT) == bot.receive.RECEIVED
     receiver.backlog = 0
     await receiver.wait_idle()
@@ -175,28 +180,29 @@ async def test_under_a_flood_the_sender_hears_at_once_and_the_reply_follows(wech
     assert row.reply_mode == bot.receive.CUSTOMER_SERVICE
 
 
-async def test_the_sender_waits_only_behind_one_round_of_processing(wechat: WeChat) -> None:
+async def test_the_sender_waits_only_when_a_processing_slot_is_free(wechat: WeChat) -> None:
     """Waiting is judged by the queue ahead, not by a guess at how fast it will go: a flood's first
-    messages used to wait most of the budget before a measured rate caught up."""
+    messages used to wait most of the budget before a measured rate caught up. A message that
+    would queue for processing is not waited for at all: under load even one round ahead made the
+    wait longer than a resident should be kept (and the webhook request held)."""
     receiver = wechat.app[RECEIVER]
     assert receiver._can_wait()  # idle: it starts at once
-    receiver.backlog = receiver.at_once  # every slot taken: it starts in the next round
+    receiver.backlog = receiver.at_once - 1  # a slot left: it starts at once
     assert receiver._can_wait()
-    receiver.backlog = 2 * receiver.at_once - 1
-    assert receiver._can_wait()
-    receiver.backlog = 2 * receiver.at_once  # a round queued ahead of it as well: do not wait
+    receiver.backlog = receiver.at_once  # every slot taken: it would wait for one, so do not wait
     assert not receiver._can_wait()
     receiver.backlog = 0
 
 
-async def test_a_burst_is_answered_in_full_as_far_as_one_round_reaches(wechat: WeChat) -> None:
-    """Messages from many people at once: the first two rounds get their receipts passively (the
-    webhook waited), the rest 已收到 at once and the receipt by customer service. None is lost."""
+async def test_a_burst_is_answered_in_full_as_far_as_the_free_slots_reach(wechat: WeChat) -> None:
+    """Messages from many people at once: as many as processing takes at once get their receipts
+    passively (the webhook waited), the rest 已收到 at once and the receipt by customer service.
+    None is lost."""
     receiver = wechat.app[RECEIVER]
     people = [f"o_burst_{n:03d}" for n in range(4 * receiver.at_once)]
     replies = await asyncio.gather(*(wechat.text(who, REPORT) for who in people))
     passive = [r for r in replies if r and "编号 G" in r]  # a receipt, or joined a neighbour's case
-    assert 0 < len(passive) <= 2 * receiver.at_once
+    assert 0 < len(passive) <= receiver.at_once
     assert replies.count(bot.receive.RECEIVED) == len(people) - len(passive)
     await receiver.wait_idle()
     await wechat.deliver()
@@ -234,8 +240,92 @@ async def test_one_persons_messages_are_processed_one_at_a_time_in_order(
     ]
     results = await asyncio.gather(*(wechat.post(x) for x in xmls))
     assert [status for status, _ in results] == [200, 200, 200]
+    await wechat.app[RECEIVER].wait_idle()  # the last may not have been waited for (a slot was free)
     assert order == [f"{edge} {kind}" for kind in ("text", "image", "location") for edge in ("start", "end")]
     async with transaction(wechat.app[FACTORY]) as session:
         rows = (await session.exec(select(InboundMessage))).all()
     assert sorted(r.status for r in rows) == ["processed"] * 3
     assert wechat.app[RECEIVER]._senders == {}  # nobody left in line
+
+
+async def test_while_the_webhook_is_slow_processing_goes_one_at_a_time_and_waited_for_ones_first(
+    wechat: WeChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Acknowledging comes first: while storing a message takes long (a flood), processing steps
+    aside (one at a time, after the webhook catches up or PATIENCE); a message the webhook is
+    waiting on goes straight ahead."""
+    receiver = wechat.app[RECEIVER]
+    monkeypatch.setattr(bot.receive, "PATIENCE", 0.2)
+    running, most = 0, 0
+    started: list[str] = []
+    real = bot.receive.Receiver._process_one
+
+    async def watched(self: Any, row_id: int, msg: Inbound, handoff: Any) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        started.append(msg.sender)
+        await asyncio.sleep(0.02)
+        await real(self, row_id, msg, handoff)
+        running -= 1
+
+    monkeypatch.setattr(bot.receive.Receiver, "_process_one", watched)
+    receiver._looked = time.monotonic()  # as watch_loop does
+    monkeypatch.setattr(bot.receive, "HOLD", 60.0)  # once behind, behind for the rest of the test
+    receiver.store.took, receiver.store.took_at = 1.0, time.monotonic()  # storing just took a second
+    assert receiver.loop_behind()
+    monkeypatch.setattr(receiver, "_can_wait", lambda: False)  # a flood: nobody is waited for
+    flood = [f"o_flood_{n}" for n in range(3)]
+    t0 = time.monotonic()
+    replies = await asyncio.gather(*(wechat.text(who, REPORT) for who in flood))
+    assert replies == [bot.receive.RECEIVED] * 3
+    monkeypatch.setattr(receiver, "_can_wait", lambda: True)
+    assert await wechat.text("o_waited_for", REPORT) != bot.receive.RECEIVED  # answered in full
+    await receiver.wait_idle()
+    assert most == 1  # one at a time (the one waited for went ahead of the queue, alone by chance)
+    assert started[0] == "o_waited_for" and sorted(started[1:]) == flood
+    assert time.monotonic() - t0 >= 3 * 0.2  # each of the flood waited PATIENCE for the loop
+
+
+async def test_a_slow_store_long_ago_does_not_hold_processing_back(wechat: WeChat) -> None:
+    """After a flood the last batch's wait is still on record: it must not keep processing at one
+    message a PATIENCE once the webhook is quiet."""
+    receiver = wechat.app[RECEIVER]
+    receiver._looked = time.monotonic()
+    receiver.store.took, receiver.store.took_at = 1.0, time.monotonic() - 2 * bot.receive.HOLD
+    assert not receiver.loop_behind()
+    receiver.store.took_at = time.monotonic()
+    assert receiver.loop_behind()
+
+
+async def test_the_heap_built_at_startup_is_frozen(wechat: WeChat) -> None:
+    """Full garbage collections walked every long-lived object (100–200 ms pauses under load)."""
+    assert gc.get_freeze_count() > 10_000
+
+
+async def test_a_retry_is_answered_while_processing_queues_for_the_database(wechat: WeChat) -> None:
+    """WeChat's retry only reads what the first delivery stored: it does not queue behind the
+    writers waiting their turn (on SQLite: processing, the outbox), where under a flood it waited
+    past WeChat's 5 s. (Storing goes ahead of them already.)"""
+    xml = wechat.xml(RESIDENT, "text", {"Content": REPORT})
+    status, first = await wechat.post(xml)
+    assert status == 200 and "编号 G" in (wechat.sim.read_reply(first) or "")
+    release = asyncio.Event()
+
+    async def writer(hold: asyncio.Event) -> None:
+        async with transaction(wechat.app[FACTORY]):
+            await hold.wait()
+
+    brief = asyncio.Event()
+    holders = [asyncio.create_task(writer(brief))]  # holds the write lock until the retry is under way
+    await asyncio.sleep(0.05)
+    holders += [asyncio.create_task(writer(release)) for _ in range(3)]  # queued behind it, holding on
+    retry = asyncio.create_task(wechat.post(xml))
+    await asyncio.sleep(0.05)
+    brief.set()
+    try:
+        status, again = await asyncio.wait_for(retry, 3.0)
+    finally:
+        release.set()
+        await asyncio.gather(*holders)
+    assert status == 200 and wechat.sim.read_reply(again) == wechat.sim.read_reply(first)
