@@ -245,7 +245,6 @@ def customer_service(api: WeChatAPI, app: web.Application) -> dict[str, Delivery
 async def _background(app: web.Application) -> AsyncIterator[None]:
     worker, receiver = app[WORKER], app[RECEIVER]
     delivery = asyncio.create_task(worker.run_forever(), name="outbox")
-    watch = asyncio.create_task(receiver.watch_loop(), name="loop-watch")
     scheduler = AsyncIOScheduler(timezone=app[SETTINGS].timezone)
     # Messages acknowledged by a process that then died: pick them up (also once, right at start).
     scheduler.add_job(
@@ -286,10 +285,9 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     scheduler.start()
     yield
     scheduler.shutdown(wait=False)
-    for task in (delivery, watch):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    delivery.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await delivery
 
 
 Job = Callable[..., Awaitable[int]]

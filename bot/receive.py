@@ -46,13 +46,11 @@ PROCESSING_FAILED = "抱歉，系统处理出了问题。您的消息已保存�
 # The passive reply when the answer is not ready within the budget, or would not be (a flood): the
 # message is stored, the reply (case number, command result) follows as a customer-service message.
 RECEIVED = "已收到，正在处理，请稍候。"
-# The event loop is "behind" when what was due ran this much late: the webhook's requests are
-# queueing for it. Processing then goes one message at a time (bot.receive.Receiver._slot).
-LOOP_TICK = 0.025  # seconds between two looks at the loop
-LOOP_BEHIND = 0.010
-STORE_BEHIND = 0.020  # seconds from a message's arrival to its commit
-HOLD = 0.5  # seconds the webhook counts as slow after it last was (processing does not rush back)
-PATIENCE = 1.0  # seconds processing waits for the loop before it goes ahead anyway
+# The webhook is "behind" when storing a message (arrival to commit) took longer than this; it
+# counts as behind for HOLD seconds after, and processing steps aside meanwhile (Receiver._slot).
+STORE_BEHIND = 0.020
+HOLD = 0.5
+PATIENCE = 1.0  # seconds processing waits for the webhook to catch up before it goes ahead anyway
 
 STORE_AT_ONCE = 256  # messages in one group commit (7 bound values each: well under SQLite's limit)
 
@@ -70,7 +68,6 @@ class _Handoff:
 class _Arrival:
     row: dict[str, Any]  # storage.inbound.new_row
     wakes: bool  # a message (not an event): opens the customer-service window again
-    at: float = field(default_factory=time.monotonic)
     stored: asyncio.Future[int | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -85,8 +82,6 @@ class GroupCommit:
         self.clock = clock
         self._queue: collections.deque[_Arrival] = collections.deque()
         self._writer: asyncio.Task[None] | None = None
-        self.took = 0.0  # seconds the last stored batch's first message waited to be stored
-        self.took_at = 0.0  # when that batch was stored (monotonic)
 
     async def store(self, row: dict[str, Any], *, wakes: bool) -> int | None:
         """The row's id once it is durably stored; None when its key was stored before (a retry).
@@ -107,8 +102,6 @@ class GroupCommit:
                     for arrival in batch:
                         arrival.stored.set_exception(exc)
                     continue
-                self.took_at = time.monotonic()
-                self.took = self.took_at - batch[0].at
                 for arrival in batch:
                     # A key twice in one batch (a retry hard on the first delivery's heels): the
                     # first arrival stored it, the second is the retry.
@@ -163,11 +156,9 @@ class Receiver:
         self.backlog = 0  # messages stored here and not yet processed
         # A lock per person with messages in processing, and how many of them hold or wait for it.
         self._senders: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._alone = asyncio.Lock()  # the one message processed while the loop is behind
-        self._late = 0.0  # how late the last look at the loop ran (watch_loop)
-        self._looked = 0.0  # when (monotonic); 0: nobody watches (tests): never behind
-        self._behind_until = 0.0
-        self._caught_up = asyncio.Event()  # set by watch_loop when the webhook is no longer behind
+        self._alone = asyncio.Lock()  # the one message processed while the webhook is behind
+        self._behind_until = 0.0  # monotonic
+        self._caught_up = asyncio.Event()  # set when a message is stored quickly again
 
     async def receive(self, msg: Inbound, dedupe_key: str) -> str | None:
         """The passive reply to give WeChat now (None: answer "success")."""
@@ -181,6 +172,7 @@ class Receiver:
             now=self.clock.now(),
         )
         row_id = await self.store.store(row, wakes=msg.kind != "event")
+        self._stored(self.clock.monotonic() - started)
         if row_id is None:
             return await self._retry(dedupe_key)
         if not self._can_wait():
@@ -241,41 +233,29 @@ class Receiver:
         finally:
             self.backlog -= 1
 
-    async def watch_loop(self) -> None:
-        """Look at the event loop every LOOP_TICK: how late does what is due run? (Runs until
-        cancelled; the app starts it with the other background work.)"""
-        while True:
-            started = time.monotonic()
-            await asyncio.sleep(LOOP_TICK)
-            self._looked = time.monotonic()
-            self._late = self._looked - started - LOOP_TICK
-            if not self.loop_behind():
-                self._caught_up.set()
-
-    def loop_behind(self) -> bool:
-        """The webhook is slow to answer, or was within the last HOLD seconds: storing a message took
-        long, or the event loop runs late (its last look ran late, or is overdue now)."""
-        if not self._looked:
-            return False
-        now = time.monotonic()
-        late = self._late > LOOP_BEHIND or now - self._looked > LOOP_TICK + LOOP_BEHIND
-        slow_store = self.store.took > STORE_BEHIND and now - self.store.took_at < HOLD  # lately: not after a flood
-        if late or slow_store:
-            self._behind_until = now + HOLD
-        if now < self._behind_until:
+    def _stored(self, took: float) -> None:
+        """How long storing a message took: the webhook's own measure of how far behind it is."""
+        if took > STORE_BEHIND:
+            self._behind_until = time.monotonic() + HOLD
             self._caught_up.clear()
-            return True
-        return False
+        elif not self.behind():
+            self._caught_up.set()
+
+    def behind(self) -> bool:
+        """Storing a message took long within the last HOLD seconds: the webhook is falling behind."""
+        return time.monotonic() < self._behind_until
 
     @contextlib.asynccontextmanager
     async def _slot(self, waited_for: bool) -> AsyncIterator[None]:
-        """Acknowledging comes first: WeChat gives up on an answer after 5 s and sends the message
-        again, while processing can catch up later. Processing and the webhook share one event loop,
-        and under a flood processing took most of it (at 500 msg/s the answers took 130–220 ms, p50).
-        So while the loop is behind, processing waits for it, one message at a time, the others
-        queued here (stored and acknowledged). Not forever: a flood that never ends must not stop
-        processing, so after PATIENCE one goes ahead regardless."""
-        if waited_for or not self.loop_behind():
+        """Answering comes first: WeChat gives up on an answer after 5 s and sends the message again,
+        while processing can catch up later. Processing and the webhook share one event loop, and
+        under a flood processing took most of it (at 500 msg/s the answers took 130–220 ms, p50).
+        So while the webhook is behind, processing waits for it to catch up, one message at a time,
+        the others queued here (stored and acknowledged). Not forever: a flood that never ends must
+        not stop processing, so after PATIENCE one goes ahead regardless. Judged by the webhook's own
+        store times, not by how late the event loop runs: processing alone makes the loop late, and
+        so held itself back (after a flood it drained at a sixth of its speed)."""
+        if waited_for or not self.behind():
             yield
             return
         async with self._alone:

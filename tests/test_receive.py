@@ -270,10 +270,9 @@ async def test_while_the_webhook_is_slow_processing_goes_one_at_a_time_and_waite
         running -= 1
 
     monkeypatch.setattr(bot.receive.Receiver, "_process_one", watched)
-    receiver._looked = time.monotonic()  # as watch_loop does
     monkeypatch.setattr(bot.receive, "HOLD", 60.0)  # once behind, behind for the rest of the test
-    receiver.store.took, receiver.store.took_at = 1.0, time.monotonic()  # storing just took a second
-    assert receiver.loop_behind()
+    receiver._stored(1.0)  # storing a message just took a second
+    assert receiver.behind()
     monkeypatch.setattr(receiver, "_can_wait", lambda: False)  # a flood: nobody is waited for
     flood = [f"o_flood_{n}" for n in range(3)]
     t0 = time.monotonic()
@@ -287,15 +286,19 @@ async def test_while_the_webhook_is_slow_processing_goes_one_at_a_time_and_waite
     assert time.monotonic() - t0 >= 3 * 0.2  # each of the flood waited PATIENCE for the loop
 
 
-async def test_a_slow_store_long_ago_does_not_hold_processing_back(wechat: WeChat) -> None:
-    """After a flood the last batch's wait is still on record: it must not keep processing at one
-    message a PATIENCE once the webhook is quiet."""
+async def test_the_webhook_is_behind_for_a_while_after_a_slow_store_then_caught_up(wechat: WeChat) -> None:
+    """Judged by the webhook's own store times: after a flood, processing (which makes the event loop
+    late by itself) must not keep holding itself back."""
     receiver = wechat.app[RECEIVER]
-    receiver._looked = time.monotonic()
-    receiver.store.took, receiver.store.took_at = 1.0, time.monotonic() - 2 * bot.receive.HOLD
-    assert not receiver.loop_behind()
-    receiver.store.took_at = time.monotonic()
-    assert receiver.loop_behind()
+    assert not receiver.behind()
+    receiver._stored(1.0)
+    assert receiver.behind() and not receiver._caught_up.is_set()
+    receiver._stored(0.001)  # one quick store within HOLD does not end it
+    assert receiver.behind()
+    receiver._behind_until = time.monotonic() - 0.001  # HOLD went by without another slow one
+    assert not receiver.behind()
+    receiver._stored(0.001)
+    assert receiver._caught_up.is_set()
 
 
 async def test_the_heap_built_at_startup_is_frozen(wechat: WeChat) -> None:
