@@ -250,18 +250,30 @@ class Receiver:
         """Answering comes first: WeChat gives up on an answer after 5 s and sends the message again,
         while processing can catch up later. Processing and the webhook share one event loop, and
         under a flood processing took most of it (at 500 msg/s the answers took 130–220 ms, p50).
-        So while the webhook is behind, processing waits for it to catch up, one message at a time,
-        the others queued here (stored and acknowledged). Not forever: a flood that never ends must
-        not stop processing, so after PATIENCE one goes ahead regardless. Judged by the webhook's own
-        store times, not by how late the event loop runs: processing alone makes the loop late, and
-        so held itself back (after a flood it drained at a sixth of its speed)."""
+        So while the webhook is behind, processing waits for it to catch up, and goes one message
+        at a time, each after PATIENCE (a flood that never ends must not stop processing); the
+        others wait here, stored and acknowledged, and go at full speed once it has caught up.
+        Judged by the webhook's own store times, not by how late the event loop runs: processing
+        alone makes the loop late, and so held itself back (after a flood it drained at a third of
+        its speed)."""
         if waited_for or not self.behind():
             yield
             return
-        async with self._alone:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._caught_up.wait(), PATIENCE)
-            yield
+        await self._alone.acquire()  # one waits for the webhook at a time, the rest behind it
+        held = True
+        try:
+            give_up = time.monotonic() + PATIENCE
+            # Until a quick store, or HOLD without a slow one, or PATIENCE.
+            while self.behind() and (left := min(give_up, self._behind_until) - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._caught_up.wait(), left)
+            if not self.behind():  # caught up: the line behind passes straight through
+                self._alone.release()
+                held = False
+            yield  # still behind (PATIENCE ran out): the line waits until this one is processed
+        finally:
+            if held:
+                self._alone.release()
 
     @contextlib.asynccontextmanager
     async def _in_turn(self, sender: str) -> AsyncIterator[None]:

@@ -248,42 +248,42 @@ async def test_one_persons_messages_are_processed_one_at_a_time_in_order(
     assert wechat.app[RECEIVER]._senders == {}  # nobody left in line
 
 
-async def test_while_the_webhook_is_slow_processing_goes_one_at_a_time_and_waited_for_ones_first(
+async def test_while_the_webhook_is_slow_processing_waits_and_waited_for_ones_go_first(
     wechat: WeChat, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Acknowledging comes first: while storing a message takes long (a flood), processing steps
-    aside (one at a time, after the webhook catches up or PATIENCE); a message the webhook is
-    waiting on goes straight ahead."""
+    """Answering comes first: while storing a message takes long (a flood), processing steps aside
+    (one message goes ahead per PATIENCE unless the webhook catches up); a message the webhook is
+    waiting on goes straight ahead; once the flood is over, the rest go at once."""
     receiver = wechat.app[RECEIVER]
     monkeypatch.setattr(bot.receive, "PATIENCE", 0.2)
-    running, most = 0, 0
-    started: list[str] = []
+    monkeypatch.setattr(bot.receive, "HOLD", 60.0)  # behind until the test says otherwise
+    started: list[tuple[str, float]] = []
     real = bot.receive.Receiver._process_one
 
+    three = asyncio.Event()
+
     async def watched(self: Any, row_id: int, msg: Inbound, handoff: Any) -> None:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        started.append(msg.sender)
-        await asyncio.sleep(0.02)
+        started.append((msg.sender, time.monotonic()))
+        if len(started) == 3:
+            three.set()
         await real(self, row_id, msg, handoff)
-        running -= 1
 
     monkeypatch.setattr(bot.receive.Receiver, "_process_one", watched)
-    monkeypatch.setattr(bot.receive, "HOLD", 60.0)  # once behind, behind for the rest of the test
     receiver._stored(1.0)  # storing a message just took a second
     assert receiver.behind()
     monkeypatch.setattr(receiver, "_can_wait", lambda: False)  # a flood: nobody is waited for
-    flood = [f"o_flood_{n}" for n in range(3)]
-    t0 = time.monotonic()
-    replies = await asyncio.gather(*(wechat.text(who, REPORT) for who in flood))
-    assert replies == [bot.receive.RECEIVED] * 3
+    flood = [f"o_flood_{n}" for n in range(5)]
+    assert await asyncio.gather(*(wechat.text(who, REPORT) for who in flood)) == [bot.receive.RECEIVED] * 5
     monkeypatch.setattr(receiver, "_can_wait", lambda: True)
     assert await wechat.text("o_waited_for", REPORT) != bot.receive.RECEIVED  # answered in full
+    assert started[0][0] == "o_waited_for"
+    await three.wait()  # two of the flood went ahead, PATIENCE apart
+    assert started[2][1] - started[1][1] >= 0.2 * 0.9
+    receiver._behind_until = time.monotonic()  # the flood is over: HOLD went by, and then
+    receiver._stored(0.001)  # a message is stored quickly
     await receiver.wait_idle()
-    assert most == 1  # one at a time (the one waited for went ahead of the queue, alone by chance)
-    assert started[0] == "o_waited_for" and sorted(started[1:]) == flood
-    assert time.monotonic() - t0 >= 3 * 0.2  # each of the flood waited PATIENCE for the loop
+    assert sorted(who for who, _ in started[1:]) == flood
+    assert started[-1][1] - started[2][1] < 0.2  # the rest did not wait their PATIENCE each
 
 
 async def test_the_webhook_is_behind_for_a_while_after_a_slow_store_then_caught_up(wechat: WeChat) -> None:
