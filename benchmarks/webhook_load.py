@@ -352,8 +352,8 @@ def peak_rss_mib(pid: int) -> float:
 class Stack:
     """The fakes plus one or two server processes on one database (or the bare handler)."""
 
-    def __init__(self, tmp: Path, db_url: str | None, workers: int) -> None:
-        self.tmp, self.db_url, self.workers = tmp, db_url, workers
+    def __init__(self, tmp: Path, db_url: str | None, workers: int, processing: str = "inline") -> None:
+        self.tmp, self.db_url, self.workers, self.processing = tmp, db_url, workers, processing
         self.procs: list[subprocess.Popen[bytes]] = []
         self.servers: list[subprocess.Popen[bytes]] = []
         self.port = free_port()
@@ -385,12 +385,15 @@ class Stack:
             "GRIDBOT_WECOM_API_BASE": f"http://127.0.0.1:{self.wecom_port}",
             "GRIDBOT_GRID_FILE": str(ROOT / "bot/data/demo_grid.yaml"),
             "GRIDBOT_MEDIA_DIR": str(self.tmp / "media"),
+            "GRIDBOT_PROCESSING": self.processing,
         }
         argv = [sys.executable, "-m", "bot.cli", "serve"] + (["--reuse-port"] if self.workers > 1 else [])
         for n in range(self.workers):
             # One after the other: each migrates and imports the grid at start.
             self.servers.append(self._spawn(argv, env, log=f"server{n}.log"))
             wait_healthy(self.port, self.servers[-1])
+        if self.processing == "separate":  # `gridbot process` beside the servers; its RSS is listed last
+            self.servers.append(self._spawn([sys.executable, "-m", "bot.cli", "process"], env, log="process.log"))
         del fake
 
     def stop(self) -> None:
@@ -529,8 +532,10 @@ def reset_pg(url: str) -> None:
 # The run
 
 
-def run_config(args: argparse.Namespace, db: str, workers: int, tmp: Path) -> dict[str, Any]:
-    work = tmp / f"{db}-{workers}"
+def run_config(
+    args: argparse.Namespace, db: str, workers: int, tmp: Path, processing: str = "inline"
+) -> dict[str, Any]:
+    work = tmp / f"{db}-{workers}-{processing}"
     work.mkdir(parents=True, exist_ok=True)
     if db == "sqlite":
         url: str | None = f"sqlite+aiosqlite:///{work}/load.sqlite3"
@@ -539,7 +544,7 @@ def run_config(args: argparse.Namespace, db: str, workers: int, tmp: Path) -> di
         reset_pg(url)
     else:
         url = None
-    stack = Stack(work, url, workers)
+    stack = Stack(work, url, workers, processing)
     acked = work / "acked.txt"
     phases: list[PhaseResult] = []
     soak: list[tuple[float, list[float]]] = []
@@ -554,7 +559,7 @@ def run_config(args: argparse.Namespace, db: str, workers: int, tmp: Path) -> di
             argv = [str(py_spy), "record", "--pid", str(proc.pid), "--format", "raw", "--nonblocking", "-o", out]
             spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
-        label = "bare" if url is None else f"{db} ×{workers}"
+        label = "bare" if url is None else f"{db} ×{workers}" + (" +process" if processing == "separate" else "")
         if args.soak:
             t0 = time.monotonic()
             soak.append((0.0, [round(rss_mib(p.pid), 1) for p in stack.servers]))
@@ -598,6 +603,7 @@ def run_config(args: argparse.Namespace, db: str, workers: int, tmp: Path) -> di
     return {
         "db": db,
         "workers": workers,
+        "mode": processing,
         "phases": [asdict(p) for p in phases],
         "soak_rss": soak,
         "checks": checks,
@@ -619,8 +625,9 @@ def main(args: argparse.Namespace) -> None:
         if not args.soak and not args.no_bare:
             results.append(run_config(args, "bare", 1, tmp))
         for db in args.db:
-            for workers in args.workers:
-                results.append(run_config(args, db, workers, tmp))
+            for processing in args.processing:
+                for workers in args.workers:
+                    results.append(run_config(args, db, workers, tmp, processing))
     finally:
         if args.keep:
             print(f"kept {tmp}")
@@ -628,12 +635,13 @@ def main(args: argparse.Namespace) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     bare_max = next((max(p["rate"] for p in r["phases"]) for r in results if r["db"] == "bare"), None)
     print()
-    print("| database | workers | load | msg/s | ok/sent | p50 ms | p99 ms | max ms | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| database | processing | workers | load | msg/s | ok/sent | p50 ms | p99 ms | max ms | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         for p in r["phases"]:
             print(
-                f"| {r['db']} | {r['workers']} | {p['target']} | {p['rate']:.0f} | {p['ok']}/{p['sent']} | "
+                f"| {r['db']} | {r['mode']} | {r['workers']} | {p['target']} | {p['rate']:.0f} | "
+                f"{p['ok']}/{p['sent']} | "
                 f"{p['p50']:.1f} | {p['p99']:.1f} | {p['max']:.1f} | {' + '.join(map(str, p['rss_mib']))} |"
             )
     if bare_max:
@@ -643,12 +651,13 @@ def main(args: argparse.Namespace) -> None:
                 if p["name"] == "closed":
                     ours = p["rate"]
                     print(
-                        f"{r['db']} ×{r['workers']} {p['target']}: {ours:.0f} msg/s = {ours / bare_max:.1%} of bare "
+                        f"{r['db']} {r['mode']} ×{r['workers']} {p['target']}: {ours:.0f} msg/s = "
+                        f"{ours / bare_max:.1%} of bare "
                         f"({bare_max:.0f})"
                     )
     for r in results:
         if r["processing"]:
-            print(f"{r['db']} ×{r['workers']} processing: {r['processing']}")
+            print(f"{r['db']} {r['mode']} ×{r['workers']} processing: {r['processing']}")
     for r in results:
         if r["soak_rss"]:
             print(f"{r['db']} ×{r['workers']} soak RSS (s, MiB per process): {r['soak_rss']}")
@@ -673,6 +682,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         return p.parse_args(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--db", default="sqlite,pg", type=lambda s: s.split(","), help="sqlite,pg")
+    p.add_argument(
+        "--processing",
+        default="inline",
+        type=lambda s: s.split(","),
+        help="inline,separate: who processes (separate: `gridbot process` beside the servers)",
+    )
     p.add_argument("--workers", default="1,2", type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--rates", default="50,100,200,500,1000", type=lambda s: [float(x) for x in s.split(",")])
     p.add_argument("--duration", type=float, default=10, help="seconds per phase")

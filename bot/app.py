@@ -7,6 +7,7 @@ import contextlib
 import functools
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -55,6 +56,9 @@ RECEIVER = web.AppKey("receiver", Receiver)
 WORKER = web.AppKey("worker", OutboxWorker)
 FOLLOW_UP = web.AppKey("follow_up", FollowUp)
 OPEN311 = web.AppKey("open311", Open311API)
+# Who processes the messages: "inline" (this process, the default), "web" (GRIDBOT_PROCESSING=
+# separate: this process only stores and answers), or "processor" (`gridbot process`).
+ROLE = web.AppKey("role", str)
 
 
 async def load_services(factory: SessionFactory, settings: Settings) -> Services:
@@ -97,10 +101,18 @@ def _keyword_table(path: Path, _mtime_ns: int) -> KeywordTable:
     return KeywordTable.load(path)
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None, background: bool = True) -> web.Application:
-    """background=False leaves outbox delivery and the scheduler to the caller (tests drive them)."""
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, background: bool = True, processor: bool = False
+) -> web.Application:
+    """background=False leaves outbox delivery and the scheduler to the caller (tests drive them).
+    processor: the app of `gridbot process` (processing, outbox, scheduler; it serves no requests).
+    Otherwise, with GRIDBOT_PROCESSING=separate, the web app only stores and answers: outbox
+    delivery and the scheduler run in the processing process."""
     app = web.Application(client_max_size=settings.max_body_bytes + 1024)
     app[SETTINGS] = settings
+    app[ROLE] = "processor" if processor else "web" if settings.processing == "separate" else "inline"
+    if app[ROLE] == "web":
+        background = False
     app[CLOCK] = clock or SystemClock()
     app[TRANSPORT] = WeChatTransport(
         token=settings.wechat_token,
@@ -184,6 +196,9 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
             budget=settings.reply_budget_seconds,
             on_outbox=app[WORKER].kick,
             fetch_media=settings.media_dir is not None,
+            elsewhere=app[ROLE] == "web",
+            # Past the budget, and the abandon's commit, no webhook still waits for a passive reply.
+            passive_within=settings.reply_budget_seconds + 1.0 if app[ROLE] == "processor" else None,
         )
         app[OPEN311] = Open311API(
             app[FACTORY],
@@ -199,7 +214,12 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
                 production=not settings.open311_test_endpoint,
             ),
         )
+        watcher = asyncio.create_task(app[RECEIVER].watch_pending()) if app[ROLE] == "web" else None
         yield
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         await app[RECEIVER].wait_idle()
 
 
@@ -246,17 +266,21 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     worker, receiver = app[WORKER], app[RECEIVER]
     delivery = asyncio.create_task(worker.run_forever(), name="outbox")
     scheduler = AsyncIOScheduler(timezone=app[SETTINGS].timezone)
-    # Messages acknowledged by a process that then died: pick them up (also once, right at start).
-    scheduler.add_job(
-        receiver.recover,
-        "interval",
-        kwargs={"older_than_seconds": app[SETTINGS].recover_after_seconds},
-        seconds=app[SETTINGS].recover_every_seconds,
-        id="recover",
-        max_instances=1,
-        coalesce=True,
-        next_run_time=app[CLOCK].now(),
-    )
+    processing = None
+    if app[ROLE] == "processor":  # every stored message, whoever stored it, as soon as it is stored
+        processing = asyncio.create_task(receiver.process_stored(), name="processing")
+    else:
+        # Messages acknowledged by a process that then died: pick them up (also once, right at start).
+        scheduler.add_job(
+            receiver.recover,
+            "interval",
+            kwargs={"older_than_seconds": app[SETTINGS].recover_after_seconds},
+            seconds=app[SETTINGS].recover_every_seconds,
+            id="recover",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=app[CLOCK].now(),
+        )
     # Jobs whose due work lives in the database: claimed row by row, so a second process (or a
     # restart) never repeats one.
     scheduler.add_job(
@@ -285,9 +309,11 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     scheduler.start()
     yield
     scheduler.shutdown(wait=False)
-    delivery.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await delivery
+    for task in (processing, delivery):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 Job = Callable[..., Awaitable[int]]
@@ -304,6 +330,23 @@ async def _run_job(app: web.Application, job: Job) -> None:
         done = await job(session, services=app[SERVICES], now=app[CLOCK].now())
     if done:
         app[WORKER].kick()
+
+
+async def run_processor(settings: Settings) -> None:
+    """`gridbot process`: the app's databases, clients, processing, outbox and scheduler, without a
+    web server, until SIGINT or SIGTERM."""
+    app = create_app(settings, processor=True)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()  # startup: the cleanup contexts, then the heap freeze
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("processing", extra={"database": app[FACTORY].kw["bind"].dialect.name})
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 async def wechat_verify(request: web.Request) -> web.Response:

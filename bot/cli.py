@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="bind with SO_REUSEPORT, so that several `gridbot serve` processes share the port (Linux)",
     )
+    sub.add_parser(
+        "process",
+        help="process the messages that `gridbot serve` stores, deliver pushes, run the schedule "
+        "(with GRIDBOT_PROCESSING=separate; one such process beside any number of servers)",
+    )
     demo = sub.add_parser("demo", help="run the bot with the demo street office and a local fake WeChat API")
     demo.add_argument("--fake-port", type=int, default=DEMO_FAKE_PORT)
     demo.add_argument("--fake-wecom-port", type=int, default=DEMO_FAKE_WECOM_PORT)
@@ -91,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
             settings = _demo_settings(DEMO_FAKE_PORT, DEMO_FAKE_WECOM_PORT)
         else:
             settings = load_settings()
-        if args.command == "serve":
+        if args.command == "process" and settings.processing != "separate":
+            raise ConfigError(
+                "`gridbot process` needs GRIDBOT_PROCESSING=separate, for it and for every `gridbot serve`"
+                " (a server that processes itself would wait for replies this process sends elsewhere)"
+            )
+        if args.command in ("serve", "process"):
             settings.check_real_account()
     except ConfigError as exc:
         print(f"gridbot: configuration error: {exc}", file=sys.stderr)
@@ -109,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
                 access_log_class=AccessLogger,
                 reuse_port=args.reuse_port or None,
             )
+        elif args.command == "process":
+            _upgrade(settings)
+            from bot.app import run_processor
+
+            asyncio.run(run_processor(settings))
         elif args.command == "demo":
             _upgrade(settings)
             asyncio.run(_run_demo(settings, args.fake_port, args.fake_wecom_port, history=not args.no_history))

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # WeChat waits 5 s, a resident less: past this budget (or when the queue ahead is longer) the
     # answer is 已收到 and the reply follows through customer service.
     reply_budget_seconds: Annotated[float, Field(gt=0, le=4.5)] = 1.0
+    # inline: each web process processes what it stores. separate: web processes only store and
+    # answer, and `gridbot process` (one process) processes, delivers and schedules.
+    processing: Literal["inline", "separate"] = "inline"
     max_body_bytes: int = 64 * 1024
     replay_window_seconds: int = 300
     # How long a resident's location pin or an unanswered "where?" question stays attached.

@@ -10,6 +10,14 @@
    busy (every slot taken: a flood), it does not wait at all.
 4. A process that dies after step 1 leaves the row "received"; `recover()` processes it later and
    replies through customer service.
+
+Processing may run in a process of its own (GRIDBOT_PROCESSING=separate, `gridbot process`): then
+the webhook processes (and the web processes) only store and answer, and processing takes the
+stored rows from the database (`process_stored`). The handoff of step 3 is then made in the row:
+a message nobody waits for is stored with its reply mode already set (customer service); the
+webhook that waits reads the row for the reply, and when the budget runs out it marks the row
+(`inbound.abandon`), which either lands before processing claims it (customer service) or waits
+for processing's row lock and finds the passive reply committed.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -51,6 +60,12 @@ RECEIVED = "已收到，正在处理，请稍候。"
 STORE_BEHIND = 0.020
 HOLD = 0.5
 PATIENCE = 1.0  # seconds processing waits for the webhook to catch up before it goes ahead anyway
+
+# Processing in its own process (GRIDBOT_PROCESSING=separate):
+REPLY_POLL = 0.005  # how often the webhook reads the row of a message whose reply it waits for
+PENDING_POLL = 0.1  # how often the webhook counts the messages waiting for processing
+PROCESS_POLL = 0.01  # how often the processing process looks for new messages when it has none
+PROCESS_QUEUE = 64  # messages the processing process has taken from the log and not finished
 
 STORE_AT_ONCE = 256  # messages in one group commit (7 bound values each: well under SQLite's limit)
 
@@ -122,6 +137,10 @@ class GroupCommit:
         return ids
 
 
+def _forget(taken: set[int], row_id: int, _task: asyncio.Task[None]) -> None:
+    taken.discard(row_id)
+
+
 def _received(msg: Inbound) -> str | None:
     """What the sender hears when the reply will come later: 已收到 for what a person sent; nothing
     for an event (a subscription's welcome, a menu click's answer simply follows)."""
@@ -138,8 +157,18 @@ class Receiver:
         budget: float,
         on_outbox: Callable[[], None] = lambda: None,
         fetch_media: bool = False,
+        elsewhere: bool = False,
+        passive_within: float | None = None,
     ) -> None:
+        """elsewhere: this process only stores and answers; another (`gridbot process`) processes.
+        passive_within: this is that processing process; a message nobody marked as not waited for
+        is answered passively when it is younger than this (older: its webhook is gone)."""
         self.fetch_media = fetch_media
+        self.elsewhere = elsewhere
+        self.passive_within = None if passive_within is None else timedelta(seconds=passive_within)
+        self.waiting = 0  # elsewhere: requests waiting for a reply from the processing process
+        self._pending = 0  # elsewhere: messages waiting for processing, as last counted
+        self._handed_over = 0  # elsewhere: messages stored here since that count
         self.factory = factory
         self.services = services
         self.clock = clock
@@ -163,6 +192,8 @@ class Receiver:
     async def receive(self, msg: Inbound, dedupe_key: str) -> str | None:
         """The passive reply to give WeChat now (None: answer "success")."""
         started = self.clock.monotonic()
+        if self.elsewhere:
+            return await self._hand_over(msg, dedupe_key, started)
         row = inbound.new_row(
             dedupe_key=dedupe_key,
             channel=msg.channel,
@@ -195,6 +226,99 @@ class Receiver:
             handoff.abandoned = True
             return _received(msg)
 
+    async def _hand_over(self, msg: Inbound, dedupe_key: str, started: float) -> str | None:
+        """Store the message for the processing process, and wait for its reply when that process
+        has nothing queued (a quiet moment: the resident hears the case number at once)."""
+        wait = self.waiting < self.at_once and self._pending + self._handed_over < self.at_once and not self.behind()
+        row = inbound.new_row(
+            dedupe_key=dedupe_key,
+            channel=msg.channel,
+            sender=msg.sender,
+            msg_type=msg.kind,
+            payload=msg.to_payload(),
+            now=self.clock.now(),
+            reply_mode=None if wait else CUSTOMER_SERVICE,
+        )
+        row_id = await self.store.store(row, wakes=msg.kind != "event")
+        self._stored(self.clock.monotonic() - started)
+        if row_id is None:
+            return await self._retry(dedupe_key)
+        self._handed_over += 1
+        if not wait:
+            return _received(msg)
+        self.waiting += 1
+        try:
+            return await self._reply_from_row(row_id, msg, started)
+        finally:
+            self.waiting -= 1
+
+    async def _reply_from_row(self, row_id: int, msg: Inbound, started: float) -> str | None:
+        deadline = started + self.budget
+        while (left := deadline - self.clock.monotonic()) > 0:
+            await asyncio.sleep(min(REPLY_POLL, left))
+            async with reading(self.factory) as session:
+                status, mode, reply = await inbound.outcome(session, row_id=row_id)
+            if status != "received":
+                return self._answer(msg, status, mode, reply)
+        async with transaction(self.factory) as session:
+            abandoned = await inbound.abandon(session, row_id=row_id)
+        if abandoned:
+            log.warning("reply budget exceeded; will reply via customer service", extra={"inbound_id": row_id})
+            return _received(msg)
+        async with reading(self.factory) as session:
+            return self._answer(msg, *await inbound.outcome(session, row_id=row_id))
+
+    @staticmethod
+    def _answer(msg: Inbound, status: str, mode: str | None, reply: str | None) -> str | None:
+        if status == "failed":
+            return PROCESSING_FAILED
+        if mode == PASSIVE:
+            return reply
+        return None if mode == NONE else _received(msg)
+
+    async def watch_pending(self) -> None:
+        """Elsewhere: count, every PENDING_POLL, what waits for the processing process. A webhook
+        waits for a reply only while that is less than one round of processing."""
+        while True:
+            try:
+                await self.count_pending()
+            except Exception as exc:
+                if not unavailable(exc):
+                    log.exception("cannot count the messages waiting for processing")
+                self._pending = self.at_once  # unknown: do not wait
+            await asyncio.sleep(PENDING_POLL)
+
+    async def count_pending(self) -> None:
+        async with reading(self.factory) as session:
+            counted = await inbound.count_pending(session, limit=self.at_once)
+        self._pending, self._handed_over = counted, 0
+
+    async def process_stored(self) -> None:
+        """The processing process (`gridbot process`): every stored message, oldest first, whichever
+        web process stored it; each person's in the order they arrived (Receiver._in_turn). Runs
+        until cancelled."""
+        taken: set[int] = set()
+        while True:
+            room = PROCESS_QUEUE - len(taken)
+            if room <= 0:
+                await asyncio.wait(list(self.tasks), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                async with reading(self.factory) as session:
+                    rows = await inbound.pending(session, limit=len(taken) + room)
+            except Exception as exc:
+                if not unavailable(exc):
+                    log.exception("cannot read the messages to process")
+                await asyncio.sleep(1.0)
+                continue
+            new = [(row_id, payload) for row_id, payload in rows if row_id not in taken][:room]
+            for row_id, payload in new:
+                taken.add(row_id)
+                task = self._start(row_id, Inbound.from_payload(payload), None)
+                task.add_done_callback(functools.partial(_forget, taken, row_id))
+            if not new:
+                await asyncio.sleep(PROCESS_POLL)
+
     async def _retry(self, dedupe_key: str) -> str | None:
         # Only reads: on SQLite it must not queue for the writer behind processing and the outbox
         # (under a flood WeChat's retries waited there past its 5 s and were sent once more).
@@ -214,13 +338,14 @@ class Receiver:
         500 msg/s: 0.7–1 s, benchmarks/README.md)."""
         return self.backlog < self.at_once
 
-    def _start(self, row_id: int, msg: Inbound, handoff: _Handoff) -> None:
+    def _start(self, row_id: int, msg: Inbound, handoff: _Handoff | None) -> asyncio.Task[None]:
         # Counted now, not when the task first runs: the messages of one group commit are judged one
         # after another before any of their tasks has started, and each must see the ones before it.
         self.backlog += 1
         task = asyncio.create_task(self._process(row_id, msg, handoff))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     async def _process(self, row_id: int, msg: Inbound, handoff: _Handoff | None) -> None:
         """One message, in its sender's turn and within the processing limit; counted in the backlog
@@ -297,8 +422,15 @@ class Receiver:
         try:
             async with transaction(self.factory) as session:
                 now = self.clock.now()
-                if not await inbound.claim(session, row_id=row_id, now=now):
+                claimed = await inbound.claim(session, row_id=row_id, now=now)
+                if claimed is None:
                     return
+                if handoff is None and self.passive_within is not None:
+                    # The processing process: a webhook waits for this reply unless the row says it
+                    # does not (or it is too old for any webhook to be waiting still). Claimed, the
+                    # row is locked: the webhook's abandon waits for this commit and reads the reply.
+                    waited = claimed.reply_mode is None and now - claimed.received_at < self.passive_within
+                    handoff = _Handoff(abandoned=not waited)
                 reply, outcome = await handle(session, msg, self.services, now)
                 if reply and (handoff is None or handoff.abandoned):
                     outbox.enqueue(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -17,10 +17,19 @@ INBOUND = table_of(InboundMessage)
 
 
 def new_row(
-    *, dedupe_key: str, channel: str, sender: str, msg_type: str, payload: dict[str, Any], now: datetime
+    *,
+    dedupe_key: str,
+    channel: str,
+    sender: str,
+    msg_type: str,
+    payload: dict[str, Any],
+    now: datetime,
+    reply_mode: str | None = None,
 ) -> dict[str, Any]:
     """The columns of a message to store (store_many). A plain dict: building the SQLModel object
-    (validation, ORM instrumentation) cost more than storing it, on every webhook call."""
+    (validation, ORM instrumentation) cost more than storing it, on every webhook call.
+    `reply_mode` already set when it is stored: nobody waits for its passive reply (bot/receive.py,
+    processing in its own process)."""
     return {
         "dedupe_key": dedupe_key,
         "channel": channel,
@@ -29,6 +38,7 @@ def new_row(
         "payload": payload,
         "received_at": now,
         "status": "received",
+        "reply_mode": reply_mode,  # every row the same keys: one multi-row INSERT (store_many)
     }
 
 
@@ -60,6 +70,7 @@ _CLAIM = (
     update(INBOUND)
     .where(INBOUND.c.id == bindparam("row_id"), INBOUND.c.status == "received")
     .values(status="processed", processed_at=bindparam("now"))
+    .returning(INBOUND.c.reply_mode, INBOUND.c.received_at)
 )
 _FINISH = (
     update(INBOUND)
@@ -68,10 +79,63 @@ _FINISH = (
 )
 
 
-async def claim(session: AsyncSession, *, row_id: int, now: datetime) -> bool:
-    """Take the message for processing. Exactly one caller, in any process, gets True."""
+class Claimed(NamedTuple):
+    reply_mode: str | None  # set before processing: the webhook does not wait for a passive reply
+    received_at: datetime
+
+
+async def claim(session: AsyncSession, *, row_id: int, now: datetime) -> Claimed | None:
+    """Take the message for processing. Exactly one caller, in any process, gets it; the row stays
+    locked until that caller's transaction ends, so `abandon` waits for it."""
     result = await session.exec(_CLAIM, params={"row_id": row_id, "now": now})  # type: ignore[call-overload]
+    row = result.first()
+    return None if row is None else Claimed(row.reply_mode, row.received_at)
+
+
+_ABANDON = (
+    update(INBOUND)
+    .where(INBOUND.c.id == bindparam("row_id"), INBOUND.c.status == "received", INBOUND.c.reply_mode.is_(None))
+    .values(reply_mode="customer_service")
+)
+
+
+async def abandon(session: AsyncSession, *, row_id: int) -> bool:
+    """The webhook stops waiting for this message's passive reply: True when processing has not
+    taken it yet (it will reply through customer service). False: processing committed first (or
+    is committing: this waits for its row lock), and the reply is in the row."""
+    result = await session.exec(_ABANDON, params={"row_id": row_id})  # type: ignore[call-overload]
     return bool(result.rowcount == 1)
+
+
+_OUTCOME = select(INBOUND.c.status, INBOUND.c.reply_mode, INBOUND.c.reply).where(INBOUND.c.id == bindparam("row_id"))
+
+
+async def outcome(session: AsyncSession, *, row_id: int) -> tuple[str, str | None, str | None]:
+    """(status, reply_mode, reply) of a stored message."""
+    status, mode, reply = (await session.exec(_OUTCOME, params={"row_id": row_id})).one()  # type: ignore[call-overload]
+    return status, mode, reply
+
+
+_PENDING = (
+    select(INBOUND.c.id, INBOUND.c.payload)
+    .where(INBOUND.c.status == "received")
+    .order_by(INBOUND.c.id)
+    .limit(bindparam("limit"))
+)
+_COUNT_PENDING = select(func.count()).select_from(
+    select(INBOUND.c.id).where(INBOUND.c.status == "received").limit(bindparam("limit")).subquery()
+)
+
+
+async def pending(session: AsyncSession, *, limit: int) -> list[tuple[int, dict[str, Any]]]:
+    """The oldest messages not processed yet: (id, payload)."""
+    rows = (await session.exec(_PENDING, params={"limit": limit})).all()  # type: ignore[call-overload]
+    return [(int(row_id), payload) for row_id, payload in rows]
+
+
+async def count_pending(session: AsyncSession, *, limit: int) -> int:
+    """How many messages wait for processing, counted up to `limit` (an index range, not a scan)."""
+    return int((await session.exec(_COUNT_PENDING, params={"limit": limit})).one())  # type: ignore[call-overload]
 
 
 async def finish(session: AsyncSession, *, row_id: int, reply: str | None, mode: str, case_id: int | None) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import pytest
 from sqlalchemy.orm import aliased
 from sqlmodel import col, func, select
 
@@ -44,11 +45,15 @@ class Report:
     reply: str | None = None
 
 
-async def _start(port: int, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+async def _spawn(command: str, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "serve", env=env, cwd=str(log.parent), stdout=out, stderr=out
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", command, env=env, cwd=str(log.parent), stdout=out, stderr=out
         )
+
+
+async def _start(port: int, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    proc = await _spawn("serve", env, log)
     for _ in range(300):
         if proc.returncode is not None:
             raise AssertionError(f"server exited {proc.returncode}: {log.read_text()[-2000:]}")  # noqa: ASYNC240
@@ -81,9 +86,11 @@ async def _post(http: aiohttp.ClientSession, url: str, sim: WeChatSimulator, r: 
     r.reply = r.reply or sim.read_reply(text)
 
 
+@pytest.mark.parametrize("processing", ["inline", "separate"])
 async def test_kill_9_mid_flood_then_restart_every_answered_report_is_one_case(
-    database_url: str, fake_wechat_url: str, fake_wechat: FakeWeChat, tmp_path: Path
+    processing: str, database_url: str, fake_wechat_url: str, fake_wechat: FakeWeChat, tmp_path: Path
 ) -> None:
+    """separate: `gridbot serve` and `gridbot process`, both killed at once and both restarted."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")} | {
         "PYTHONPATH": str(ROOT),
@@ -102,6 +109,7 @@ async def test_kill_9_mid_flood_then_restart_every_answered_report_is_one_case(
         # Pushes the killed process had leased come back after the lease: keep it short here.
         "GRIDBOT_OUTBOUND_TIMEOUT_SECONDS": "0.5",
         "GRIDBOT_OUTBOX_LEASE_SECONDS": "4",
+        "GRIDBOT_PROCESSING": processing,
     }
     sim = WeChatSimulator(token=TOKEN, appid=APPID, aes_key=AES)
     url = f"http://127.0.0.1:{port}/wechat"
@@ -112,6 +120,7 @@ async def test_kill_9_mid_flood_then_restart_every_answered_report_is_one_case(
     ]
 
     server = await _start(port, env, log)
+    processes = [await _spawn("process", env, log)] if processing == "separate" else []
     killed = asyncio.Event()
     try:
         async with aiohttp.ClientSession() as http:
@@ -122,14 +131,19 @@ async def test_kill_9_mid_flood_then_restart_every_answered_report_is_one_case(
                     if not killed.is_set() and sum(x.answered for x in reports) >= KILL_AFTER:
                         killed.set()
                         server.send_signal(signal.SIGKILL)  # mid-flood: other requests are in flight
+                        for proc in processes:
+                            proc.send_signal(signal.SIGKILL)
 
             await asyncio.gather(*(phone(reports[i::8]) for i in range(8)))
             await server.wait()
             assert killed.is_set() and server.returncode == -signal.SIGKILL
+            for proc in processes:
+                assert await proc.wait() == -signal.SIGKILL
             answered_before = {r.openid for r in reports if r.answered}
             assert KILL_AFTER <= len(answered_before) < REPORTS  # some got through, some hit the dead server
 
             server = await _start(port, env, log)
+            processes = [await _spawn("process", env, log)] if processing == "separate" else []
             # WeChat retries what got no answer (same MsgId), and some answered ones whose answer it
             # lost on the way: none of these may make a second case.
             for r in [r for r in reports if not r.answered] + [r for r in reports if r.answered][:20]:
@@ -184,6 +198,7 @@ async def test_kill_9_mid_flood_then_restart_every_answered_report_is_one_case(
             finally:
                 await factory.kw["bind"].dispose()
     finally:
-        if server.returncode is None:
-            server.terminate()
-            await server.wait()
+        for proc in [server, *processes]:
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
