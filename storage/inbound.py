@@ -116,10 +116,12 @@ async def outcome(session: AsyncSession, *, row_id: int) -> tuple[str, str | Non
     return status, mode, reply
 
 
+# In the order of ix_inbound_pending (status, received_at): a range of the index, not a sort of
+# every waiting row (after a flood, tens of thousands) each time the processing process looks.
 _PENDING = (
     select(INBOUND.c.id, INBOUND.c.payload)
     .where(INBOUND.c.status == "received")
-    .order_by(INBOUND.c.id)
+    .order_by(INBOUND.c.received_at, INBOUND.c.id)
     .limit(bindparam("limit"))
 )
 _COUNT_PENDING = select(func.count()).select_from(
