@@ -194,15 +194,7 @@ class Receiver:
         started = self.clock.monotonic()
         if self.elsewhere:
             return await self._hand_over(msg, dedupe_key, started)
-        row = inbound.new_row(
-            dedupe_key=dedupe_key,
-            channel=msg.channel,
-            sender=msg.sender,
-            msg_type=msg.kind,
-            payload=msg.to_payload(),
-            now=self.clock.now(),
-        )
-        row_id = await self.store.store(row, wakes=msg.kind != "event")
+        row_id = await self._store(msg, dedupe_key)
         self._stored(self.clock.monotonic() - started)
         if row_id is None:
             return await self._retry(dedupe_key)
@@ -226,10 +218,8 @@ class Receiver:
             handoff.abandoned = True
             return _received(msg)
 
-    async def _hand_over(self, msg: Inbound, dedupe_key: str, started: float) -> str | None:
-        """Store the message for the processing process, and wait for its reply when that process
-        has nothing queued (a quiet moment: the resident hears the case number at once)."""
-        wait = self.waiting < self.at_once and self._pending + self._handed_over < self.at_once and not self.behind()
+    async def _store(self, msg: Inbound, dedupe_key: str, *, reply_mode: str | None = None) -> int | None:
+        """Stored durably (group commit): the row's id, or None when WeChat is retrying it."""
         row = inbound.new_row(
             dedupe_key=dedupe_key,
             channel=msg.channel,
@@ -237,9 +227,15 @@ class Receiver:
             msg_type=msg.kind,
             payload=msg.to_payload(),
             now=self.clock.now(),
-            reply_mode=None if wait else CUSTOMER_SERVICE,
+            reply_mode=reply_mode,
         )
-        row_id = await self.store.store(row, wakes=msg.kind != "event")
+        return await self.store.store(row, wakes=msg.kind != "event")
+
+    async def _hand_over(self, msg: Inbound, dedupe_key: str, started: float) -> str | None:
+        """Store the message for the processing process, and wait for its reply when that process
+        has nothing queued (a quiet moment: the resident hears the case number at once)."""
+        wait = self.waiting < self.at_once and self._pending + self._handed_over < self.at_once and not self.behind()
+        row_id = await self._store(msg, dedupe_key, reply_mode=None if wait else CUSTOMER_SERVICE)
         self._stored(self.clock.monotonic() - started)
         if row_id is None:
             return await self._retry(dedupe_key)

@@ -84,6 +84,21 @@ async def web_only(aiohttp_client: Any, separate: Settings, clock: FakeClock, fa
     return await _web(aiohttp_client, separate, clock, fake_wechat)
 
 
+async def _stored(wechat: WeChat, msg: Inbound, key: str, *, reply_mode: str | None = None) -> None:
+    """A message in the inbound log as a server stores it, received when the message was sent."""
+    async with transaction(wechat.app[FACTORY]) as session:
+        row = inbound.new_row(
+            dedupe_key=key,
+            channel=msg.channel,
+            sender=msg.sender,
+            msg_type=msg.kind,
+            payload=msg.to_payload(),
+            now=msg.created_at,
+            reply_mode=reply_mode,
+        )
+        await inbound.store_many(session, [row])
+
+
 async def _rows(wechat: WeChat) -> list[InboundMessage]:
     async with transaction(wechat.app[FACTORY]) as session:
         return list((await session.exec(select(InboundMessage).order_by(InboundMessage.id))).all())
@@ -171,19 +186,8 @@ async def test_a_flood_is_answered_at_once_and_nobody_waits_for_the_processing_p
     receiver = web_only.app[RECEIVER]
     senders = [f"o_flood_{i}" for i in range(receiver.at_once)]
     for n, sender in enumerate(senders):
-        async with transaction(web_only.app[FACTORY]) as session:
-            row = inbound.new_row(
-                dedupe_key=f"flood:{n}",
-                channel="wechat",
-                sender=sender,
-                msg_type="text",
-                payload=Inbound(
-                    channel="wechat", sender=sender, kind="text", created_at=web_only.clock.now(), text=REPORT
-                ).to_payload(),
-                now=web_only.clock.now(),
-                reply_mode=bot.receive.CUSTOMER_SERVICE,
-            )
-            await inbound.store_many(session, [row])
+        msg = Inbound(channel="wechat", sender=sender, kind="text", created_at=web_only.clock.now(), text=REPORT)
+        await _stored(web_only, msg, f"flood:{n}", reply_mode=bot.receive.CUSTOMER_SERVICE)
     await receiver.count_pending()
     assert await web_only.text(RESIDENT, REPORT) == bot.receive.RECEIVED
     mine = [r for r in await _rows(web_only) if r.sender == RESIDENT]
@@ -205,16 +209,7 @@ async def test_a_message_whose_webhook_is_gone_is_answered_through_customer_serv
     could mark the row): the processing process sends the receipt as a customer-service message."""
     stored = web_only.clock.now() - timedelta(seconds=10)
     msg = Inbound(channel="wechat", sender=RESIDENT, kind="text", created_at=stored, msg_id=9, text=REPORT)
-    async with transaction(web_only.app[FACTORY]) as session:
-        row = inbound.new_row(
-            dedupe_key=f"{RESIDENT}:9",
-            channel="wechat",
-            sender=RESIDENT,
-            msg_type="text",
-            payload=msg.to_payload(),
-            now=stored,
-        )
-        await inbound.store_many(session, [row])
+    await _stored(web_only, msg, f"{RESIDENT}:9")
     processor.start()
     await processor.until_processed()
     [case] = await web_only.cases()
