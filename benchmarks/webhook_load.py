@@ -318,6 +318,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_logged(log: Path, line: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    """Until the process has logged `line` (the processing process: started, taking messages)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{log.name}: exited {proc.returncode}: {log.read_text()[-2000:]}")
+        if log.exists() and line in log.read_text():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"{log.name}: never logged {line.strip()!r} in {seconds:g} s")
+
+
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
     import urllib.request
 
@@ -394,6 +406,7 @@ class Stack:
             wait_healthy(self.port, self.servers[-1])
         if self.processing == "separate":  # `gridbot process` beside the servers; its RSS is listed last
             self.servers.append(self._spawn([sys.executable, "-m", "bot.cli", "process"], env, log="process.log"))
+            wait_logged(self.tmp / "process.log", " processing ", self.servers[-1])
         del fake
 
     def stop(self) -> None:
