@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -162,9 +163,15 @@ class PhaseResult:
     p99: float = 0.0
     max: float = 0.0
     rss_mib: list[float] = field(default_factory=list)  # peak RSS of each server process after the phase
+    # CPU the phase took, in cores (1.0 = one core busy throughout): each server process (the
+    # processing process last), the load generator, and every PostgreSQL process together.
+    cpu: dict[str, Any] = field(default_factory=dict)
+    slow: dict[str, int] = field(default_factory=dict)  # second of the phase → answers slower than SLOW
 
 
-async def _post(http: Any, url: str, msg: Message, latencies: list[float], res: PhaseResult, due: float) -> bool:
+async def _post(
+    http: Any, url: str, msg: Message, latencies: list[tuple[float, float]], res: PhaseResult, due: float
+) -> bool:
     import aiohttp
 
     res.sent += 1
@@ -182,28 +189,36 @@ async def _post(http: Any, url: str, msg: Message, latencies: list[float], res: 
         res.errors += 1
         res.statuses[str(status)] = res.statuses.get(str(status), 0) + 1
         return False
-    latencies.append(time.perf_counter() - due)
+    latencies.append((due, time.perf_counter() - due))
     res.ok += 1
     return True
 
 
-def _finish(res: PhaseResult, latencies: list[float], elapsed: float) -> PhaseResult:
+def _finish(res: PhaseResult, latencies: list[tuple[float, float]], t0: float, elapsed: float) -> PhaseResult:
     res.seconds = elapsed
     res.rate = res.ok / elapsed if elapsed else 0.0
     if len(latencies) >= 2:
-        q = statistics.quantiles(latencies, n=100, method="inclusive")
-        res.p50, res.p99, res.max = q[49] * 1000, q[98] * 1000, max(latencies) * 1000
+        q = statistics.quantiles([lat for _, lat in latencies], n=100, method="inclusive")
+        res.p50, res.p99, res.max = q[49] * 1000, q[98] * 1000, max(lat for _, lat in latencies) * 1000
+    # When the answers slower than SLOW were due: how many in each second of the phase.
+    for due, lat in latencies:
+        if lat > SLOW:
+            second = str(int(due - t0)) if due - t0 >= 1 else f"{int((due - t0) * 10) / 10:.1f}"
+            res.slow[second] = res.slow.get(second, 0) + 1
     return res
 
 
 CHUNK_SECONDS = 60
+SLOW = 0.1  # seconds: the p99 target
 
 
-async def open_loop(url: str, tag: str, fake: str, rate: float, duration: float, acked: list[str]) -> PhaseResult:
+async def open_loop(
+    url: str, tag: str, fake: str, rate: float, duration: float, acked: list[str], watch: list[int]
+) -> PhaseResult:
     import aiohttp
 
     res = PhaseResult(name="open", target=f"{rate:g}/s")
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     timeout = aiohttp.ClientTimeout(total=TIMEOUT)
     connector = aiohttp.TCPConnector(limit=0)
     total = int(rate * duration)
@@ -211,6 +226,7 @@ async def open_loop(url: str, tag: str, fake: str, rate: float, duration: float,
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
         tasks: set[asyncio.Task[None]] = set()
         msgs = build_messages(tag, min(total, chunk), fake)
+        meter = CpuMeter(watch)
         t0 = time.perf_counter()
 
         async def one(msg: Message, due: float) -> None:
@@ -230,17 +246,21 @@ async def open_loop(url: str, tag: str, fake: str, rate: float, duration: float,
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*list(tasks))
         elapsed = time.perf_counter() - t0
-    return _finish(res, latencies, elapsed)
+        res.cpu = meter.cores()
+    return _finish(res, latencies, t0, elapsed)
 
 
-async def closed_loop(url: str, msgs: list[Message], concurrency: int, seconds: float, acked: list[str]) -> PhaseResult:
+async def closed_loop(
+    url: str, msgs: list[Message], concurrency: int, seconds: float, acked: list[str], watch: list[int]
+) -> PhaseResult:
     import aiohttp
 
     res = PhaseResult(name="closed", target=f"closed {concurrency}")
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     timeout = aiohttp.ClientTimeout(total=TIMEOUT)
     it = iter(msgs)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as http:
+        meter = CpuMeter(watch)
         t0 = time.perf_counter()
         stop = t0 + seconds
 
@@ -253,17 +273,19 @@ async def closed_loop(url: str, msgs: list[Message], concurrency: int, seconds: 
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - t0
-    return _finish(res, latencies, elapsed)
+        res.cpu = meter.cores()
+    return _finish(res, latencies, t0, elapsed)
 
 
 def generate(args: argparse.Namespace) -> None:
     """One phase; prints the PhaseResult as JSON and appends acknowledged dedupe keys to --acked."""
     acked: list[str] = []
+    watch = [int(p) for p in args.watch.split(",") if p]
     if args.rate:
-        res = asyncio.run(open_loop(args.url, args.tag, args.fake, args.rate, args.duration, acked))
+        res = asyncio.run(open_loop(args.url, args.tag, args.fake, args.rate, args.duration, acked, watch))
     else:  # closed loop: enough messages for the phase even against the bare handler
         msgs = build_messages(args.tag, int(args.max_messages), args.fake)
-        res = asyncio.run(closed_loop(args.url, msgs, args.concurrency, args.duration, acked))
+        res = asyncio.run(closed_loop(args.url, msgs, args.concurrency, args.duration, acked, watch))
     if args.acked:
         with open(args.acked, "a") as f:
             f.writelines(k + "\n" for k in acked)
@@ -361,6 +383,52 @@ def peak_rss_mib(pid: int) -> float:
     return _proc_kib(pid, "VmHWM") / 1024
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (fields 14 and 15 of /proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+class CpuMeter:
+    """Cores used while the load runs (1.0: one core busy throughout), measured by the generator
+    from the moment its load starts to the moment it ends: each watched process, the generator
+    itself, and all of PostgreSQL's processes together."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.start = self._read()
+
+    def _read(self) -> tuple[float, list[float], float, float]:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        return time.monotonic(), [cpu_seconds(p) for p in self.pids], me.ru_utime + me.ru_stime, postgres_cpu_seconds()
+
+    def cores(self) -> dict[str, Any]:
+        (t0, watched0, me0, pg0), (t1, watched1, me1, pg1) = self.start, self._read()
+        wall = t1 - t0
+        return {
+            "servers": [round((b - a) / wall, 2) for a, b in zip(watched0, watched1, strict=True)],
+            "generator": round((me1 - me0) / wall, 2),
+            "postgres": round((pg1 - pg0) / wall, 2),
+        }
+
+
+def postgres_cpu_seconds() -> float:
+    """All the machine's PostgreSQL processes (the backends serving our connections among them)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    total += cpu_seconds(int(entry.name))
+    return total
+
+
 class Stack:
     """The fakes plus one or two server processes on one database (or the bare handler)."""
 
@@ -436,11 +504,15 @@ def run_phase(
         "--url", f"http://127.0.0.1:{stack.port}/wechat", "--fake", f"http://127.0.0.1:{stack.fake_port}",
         "--tag", tag, "--duration", str(duration), "--rate", str(rate), "--concurrency", str(concurrency),
         "--max-messages", str(max_messages), "--acked", str(acked),
+        "--watch", ",".join(str(p.pid) for p in stack.servers),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDBOT_")} | {"PYTHONPATH": str(ROOT)}
     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     res = PhaseResult(**json.loads(out.stdout.strip().splitlines()[-1]))
     res.rss_mib = [round(peak_rss_mib(p.pid), 1) for p in stack.servers]
+    # CPU of the servers that answer (not the processing process) per message answered.
+    answering = res.cpu["servers"][: stack.workers]
+    res.cpu["answer_ms_per_msg"] = round(sum(answering) * res.seconds / res.ok * 1000, 3) if res.ok else None
     return res
 
 
@@ -569,7 +641,19 @@ def run_config(
         py_spy = Path(sys.executable).with_name("py-spy")
         for n, proc in enumerate(stack.servers):
             out = f"{args.py_spy}-{db}-{workers}-{n}.txt"
-            argv = [str(py_spy), "record", "--pid", str(proc.pid), "--format", "raw", "--nonblocking", "-o", out]
+            argv = [
+                str(py_spy),
+                "record",
+                "--pid",
+                str(proc.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "250",
+                "--nonblocking",
+                "-o",
+                out,
+            ]
             spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         label = "bare" if url is None else f"{db} ×{workers}" + (" +process" if processing == "separate" else "")
@@ -627,7 +711,8 @@ def run_config(
 def fmt(r: PhaseResult) -> str:
     return (
         f"{r.rate:.0f} msg/s ({r.ok}/{r.sent} ok, {r.errors} errors {r.statuses or ''}, {r.timeouts} timeouts), "
-        f"p50 {r.p50:.1f} ms, p99 {r.p99:.1f} ms, max {r.max:.1f} ms, peak RSS {r.rss_mib} MiB"
+        f"p50 {r.p50:.1f} ms, p99 {r.p99:.1f} ms, max {r.max:.1f} ms, peak RSS {r.rss_mib} MiB, cores {r.cpu}, "
+        f"slower than {SLOW * 1000:.0f} ms by second {r.slow}"
     )
 
 
@@ -690,6 +775,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.add_argument("--concurrency", type=int, default=32)
         p.add_argument("--max-messages", type=int, default=0)
         p.add_argument("--acked")
+        p.add_argument("--watch", default="", help="PIDs whose CPU the phase reports, comma-separated")
         p.add_argument("--port", type=int)
         p.add_argument("--wecom-port", type=int)
         return p.parse_args(argv)
@@ -707,7 +793,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--concurrency",
         default="32,256",
-        type=lambda s: [int(x) for x in s.split(",")],
+        type=lambda s: [int(x) for x in s.split(",") if x],
         help="requests in flight in each closed-loop phase: 32 is answered in full while processing keeps up "
         "within the reply budget; 256 is past it (stored and answered 已收到, the reply follows)",
     )

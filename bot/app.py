@@ -7,6 +7,7 @@ import contextlib
 import functools
 import gc
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
@@ -214,6 +215,7 @@ async def _outbound(app: web.Application) -> AsyncIterator[None]:
                 production=not settings.open311_test_endpoint,
             ),
         )
+        await app[RECEIVER].warm_up(processing=app[ROLE] != "web")
         watcher = asyncio.create_task(app[RECEIVER].watch_pending()) if app[ROLE] == "web" else None
         yield
         if watcher is not None:
@@ -335,6 +337,8 @@ async def _run_job(app: web.Application, job: Job) -> None:
 async def run_processor(settings: Settings) -> None:
     """`gridbot process`: the app's databases, clients, processing, outbox and scheduler, without a
     web server, until SIGINT or SIGTERM."""
+    if settings.process_nice:
+        os.nice(settings.process_nice)
     app = create_app(settings, processor=True)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()  # startup: the cleanup contexts, then the heap freeze
@@ -342,7 +346,7 @@ async def run_processor(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    log.info("processing", extra={"database": app[FACTORY].kw["bind"].dialect.name})
+    log.info("processing", extra={"database": app[FACTORY].kw["bind"].dialect.name, "nice": os.nice(0)})
     try:
         await stop.wait()
     finally:

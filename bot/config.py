@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     # inline: each web process processes what it stores. separate: web processes only store and
     # answer, and `gridbot process` (one process) processes, delivers and schedules.
     processing: Literal["inline", "separate"] = "inline"
+    # `gridbot process` lowers its CPU priority by this much (nice): when the machine is short of
+    # CPU (a flood), the servers answering WeChat within its 5 s come first and processing catches up
+    # after, from the stored messages. 0: the same priority as the servers.
+    process_nice: Annotated[int, Field(ge=0, le=19)] = 10
     max_body_bytes: int = 64 * 1024
     replay_window_seconds: int = 300
     # How long a resident's location pin or an unanswered "where?" question stays attached.

@@ -40,7 +40,7 @@ from handlers.pipeline import handle
 from handlers.pushes import REPLY_CHANNEL, text_push
 from handlers.types import Inbound
 from storage import inbound, outbox
-from storage.db import SessionFactory, reading, transaction, unavailable
+from storage.db import SessionFactory, reading, stale_connection, transaction, unavailable
 
 log = logging.getLogger("gridbot.receive")
 
@@ -68,6 +68,13 @@ PROCESS_POLL = 0.01  # how often the processing process looks for new messages w
 PROCESS_QUEUE = 64  # messages the processing process has taken from the log and not finished
 
 STORE_AT_ONCE = 256  # messages in one group commit (7 bound values each: well under SQLite's limit)
+WARM_CONNECTIONS = 4  # PostgreSQL connections opened and used once before the port opens
+# What warm_up processes, as a resident would send it (a report with a place: the longest path).
+WARM_TEXT = "幸福里小区3号楼东侧路灯坏了"
+
+
+class _WarmedUp(Exception):
+    """Rolls back what warm_up did: it only ran the statements, nothing of it is kept."""
 
 
 @dataclass
@@ -112,7 +119,12 @@ class GroupCommit:
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), STORE_AT_ONCE))]
                 try:
-                    ids = await self._commit(batch)
+                    try:
+                        ids = await self._commit(batch)
+                    except Exception as exc:
+                        if not stale_connection(exc):
+                            raise
+                        ids = await self._commit(batch)  # a fresh connection (storage.db._ping_when_idle)
                 except Exception as exc:
                     for arrival in batch:
                         arrival.stored.set_exception(exc)
@@ -169,6 +181,9 @@ class Receiver:
         self.waiting = 0  # elsewhere: requests waiting for a reply from the processing process
         self._pending = 0  # elsewhere: messages waiting for processing, as last counted
         self._handed_over = 0  # elsewhere: messages stored here since that count
+        # elsewhere: rows whose reply a webhook waits for, and the one task that reads them all
+        self._awaited: dict[int, asyncio.Future[tuple[str, str | None, str | None]]] = {}
+        self._watcher: asyncio.Task[None] | None = None
         self.factory = factory
         self.services = services
         self.clock = clock
@@ -188,6 +203,47 @@ class Receiver:
         self._alone = asyncio.Lock()  # the one message processed while the webhook is behind
         self._behind_until = 0.0  # monotonic
         self._caught_up = asyncio.Event()  # set when a message is stored quickly again
+
+    async def warm_up(self, *, processing: bool) -> None:
+        """Before the port opens (or the processing process starts taking messages): open the
+        connections and run once, in transactions that are rolled back, what each message runs.
+        Cold, the first messages after a start took 130 ms each to store (a connection to open,
+        statements to compile and to prepare on it) and the first processed ones over the 1 s
+        budget, while WeChat's messages queued behind them (the tail of webhook_load's p99 was
+        the first 300 ms of a run, benchmarks/README.md). processing: also the handlers, with a
+        report from a resident nobody is (nothing of it is kept)."""
+        sqlite = self.factory.kw["bind"].dialect.name == "sqlite"
+        await asyncio.gather(*(self._warm(n, processing=processing) for n in range(1 if sqlite else WARM_CONNECTIONS)))
+
+    async def _warm(self, n: int, *, processing: bool) -> None:
+        now = self.clock.now()
+        msg = Inbound(channel="wechat", sender=f"warm-up-{n}", kind="text", created_at=now, text=WARM_TEXT)
+        key = f"warm-up:{n}:{now.timestamp()}"
+        with contextlib.suppress(_WarmedUp):
+            async with transaction(self.factory, durable=True) as session:
+                row = inbound.new_row(
+                    dedupe_key=key, channel=msg.channel, sender=msg.sender, msg_type=msg.kind,
+                    payload=msg.to_payload(), now=now,
+                )  # fmt: skip
+                ids = await inbound.store_many(session, [row])
+                await outbox.wake_held(session, recipients={msg.sender}, now=now)
+                row_id = ids[key]
+                await inbound.by_key(session, key)
+                await inbound.outcome(session, row_id=row_id)
+                await inbound.count_pending(session, limit=self.at_once)
+                if processing:
+                    await inbound.pending(session, limit=1)
+                    await inbound.claim(session, row_id=row_id, now=now)
+                    reply, outcome = await handle(session, msg, self.services, now)
+                    outbox.enqueue(
+                        session, channel=REPLY_CHANNEL[msg.channel], recipient=msg.sender,
+                        payload=text_push(reply or ""), now=now, case_id=outcome.case_id,
+                    )  # fmt: skip
+                    await inbound.finish(session, row_id=row_id, reply=reply, mode=CUSTOMER_SERVICE, case_id=None)
+                    await session.flush()
+                else:
+                    await inbound.abandon(session, row_id=row_id)
+                raise _WarmedUp
 
     async def receive(self, msg: Inbound, dedupe_key: str) -> str | None:
         """The passive reply to give WeChat now (None: answer "success")."""
@@ -250,12 +306,18 @@ class Receiver:
 
     async def _reply_from_row(self, row_id: int, msg: Inbound, started: float) -> str | None:
         deadline = started + self.budget
-        while (left := deadline - self.clock.monotonic()) > 0:
-            await asyncio.sleep(min(REPLY_POLL, left))
-            async with reading(self.factory) as session:
-                status, mode, reply = await inbound.outcome(session, row_id=row_id)
-            if status != "received":
-                return self._answer(msg, status, mode, reply)
+        found: asyncio.Future[tuple[str, str | None, str | None]] = asyncio.get_running_loop().create_future()
+        self._awaited[row_id] = found
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch_replies(), name="reply-watch")
+        try:
+            return self._answer(
+                msg, *await asyncio.wait_for(asyncio.shield(found), max(deadline - self.clock.monotonic(), 0))
+            )
+        except TimeoutError:
+            pass
+        finally:
+            self._awaited.pop(row_id, None)
         async with transaction(self.factory) as session:
             abandoned = await inbound.abandon(session, row_id=row_id)
         if abandoned:
@@ -263,6 +325,28 @@ class Receiver:
             return _received(msg)
         async with reading(self.factory) as session:
             return self._answer(msg, *await inbound.outcome(session, row_id=row_id))
+
+    async def _watch_replies(self) -> None:
+        """Every REPLY_POLL, one query for all the rows whose reply a webhook waits for. A query per
+        waiting request each REPLY_POLL was 1,600 transactions a second with 8 waiting on a slow
+        processing process (its first messages after a start): the server's whole CPU, and every
+        answer behind them 130–200 ms late."""
+        while self._awaited:
+            await asyncio.sleep(REPLY_POLL)
+            waiting = [row_id for row_id, fut in self._awaited.items() if not fut.done()]
+            if not waiting:
+                continue
+            try:
+                async with reading(self.factory) as session:
+                    done = await inbound.outcomes(session, row_ids=waiting)
+            except Exception as exc:
+                if not unavailable(exc):
+                    log.exception("cannot read the replies waited for")
+                continue  # each waiter gives up at its budget and abandons as usual
+            for row_id, result in done.items():
+                fut = self._awaited.get(row_id)
+                if fut is not None and not fut.done():
+                    fut.set_result(result)
 
     @staticmethod
     def _answer(msg: Inbound, status: str, mode: str | None, reply: str | None) -> str | None:

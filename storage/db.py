@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import sqlite3
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Table, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, InvalidatePoolError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -31,7 +32,6 @@ def create_engine(url: str, **kw: Any) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE transactions."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        # Pre-ping: a pooled connection that died with a server restart is replaced, not handed out.
         # A short connect timeout: with the server unreachable a webhook answers 503 while WeChat
         # still waits (5 s), rather than after asyncpg's default minute.
         kw.setdefault("connect_args", {"timeout": 3})
@@ -41,7 +41,11 @@ def create_engine(url: str, **kw: Any) -> AsyncEngine:
         # in `top` under webhook_load, though the figures did not move measurably).
         kw.setdefault("pool_size", POOL_SIZE)
         kw.setdefault("max_overflow", 10)
-        return create_async_engine(url, pool_pre_ping=True, **kw)
+        # Last in, first out: under load the same few connections are used again and again, warm,
+        # and the rest sit idle (and get the ping below when next used).
+        engine = create_async_engine(url, pool_use_lifo=True, **kw)
+        _ping_when_idle(engine)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(
@@ -74,6 +78,43 @@ def create_engine(url: str, **kw: Any) -> AsyncEngine:
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READING) else "BEGIN IMMEDIATE")
 
     return engine
+
+
+PING_AFTER_IDLE = 1.0  # seconds a pooled PostgreSQL connection may sit unused and be handed out unchecked
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """A pooled connection that died with a server restart is replaced, not handed out: the checks
+    of SQLAlchemy's pool_pre_ping, but only for a connection that sat unused for PING_AFTER_IDLE.
+    Its ping is three round trips on asyncpg (BEGIN, an empty statement, ROLLBACK) for every
+    transaction: under load that was a tenth of a server's CPU (py-spy, benchmarks/README.md) for
+    connections used a millisecond before. One in use when the server went fails its statement
+    instead, which invalidates the whole pool (SQLAlchemy's disconnect handling): the webhook's store
+    tries once more on a fresh connection (bot.receive.GroupCommit), the rest is retried later."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connected(dbapi_conn: Any, record: Any) -> None:
+        record.info["returned"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _returned(dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info["returned"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _handed_out(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        if time.monotonic() - record.info.get("returned", 0.0) <= PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # the pool replaces this one and every other opened before it
+            raise InvalidatePoolError() from exc
+
+
+def stale_connection(exc: BaseException) -> bool:
+    """The statement failed because its pooled connection had died (the server restarted since it
+    was last used); the pool has been invalidated, so trying again gets a fresh connection."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def unavailable(exc: BaseException) -> bool:

@@ -116,6 +116,17 @@ async def outcome(session: AsyncSession, *, row_id: int) -> tuple[str, str | Non
     return status, mode, reply
 
 
+_OUTCOMES = select(INBOUND.c.id, INBOUND.c.status, INBOUND.c.reply_mode, INBOUND.c.reply).where(
+    INBOUND.c.id.in_(bindparam("row_ids", expanding=True)), INBOUND.c.status != "received"
+)
+
+
+async def outcomes(session: AsyncSession, *, row_ids: list[int]) -> dict[int, tuple[str, str | None, str | None]]:
+    """Of these messages, the ones processed (or failed): id → (status, reply_mode, reply)."""
+    rows = (await session.exec(_OUTCOMES, params={"row_ids": row_ids})).all()  # type: ignore[call-overload]
+    return {int(row_id): (status, mode, reply) for row_id, status, mode, reply in rows}
+
+
 # In the order of ix_inbound_pending (status, received_at): a range of the index, not a sort of
 # every waiting row (after a flood, tens of thousands) each time the processing process looks.
 _PENDING = (

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy.orm import aliased
 from sqlmodel import col, func, select
 
-from bot.config import DEMO_GRID_FILE
+from bot.config import DEMO_GRID_FILE, Settings
 from bot.fake_wechat import FakeWeChat
 from bot.wechat import WeChatSimulator
 from storage.db import create_engine, session_factory, transaction
@@ -195,6 +195,9 @@ async def test_kill_9_mid_flood_then_restart_every_answered_report_is_one_case(
                                 break
                             await asyncio.sleep(0.1)
                         assert any(told in t for t in fake_wechat.texts_to(r.openid)), (r.openid, r.reply)
+                # The processing process runs at a lower CPU priority than the servers (process_nice).
+                for proc in processes:
+                    assert os.getpriority(os.PRIO_PROCESS, proc.pid) == Settings.model_fields["process_nice"].default
             finally:
                 await factory.kw["bind"].dispose()
     finally:

@@ -22,6 +22,7 @@ import pytest
 
 from bot import receive
 from bot.app import RECEIVER
+from storage import db
 from storage.db import drop_schema, upgrade
 from storage.lifecycle import Status
 from tests.conftest import LEADER_HP01, RESIDENT, RESIDENT_2, WeChat, free_port
@@ -138,6 +139,24 @@ async def test_postgres_down_webhook_answers_503_fast_then_the_retry_makes_the_c
     assert lamp_now.number == lamp.number and lamp_now.status == Status.ACCEPTED
     assert clutter.description.startswith("春晖园8号楼")
     assert any("已由和平里第一网格" in t for t in wechat.pushes_to(RESIDENT))
+
+
+@pytest.mark.parametrize("idle_ping", [True, False], ids=["pinged-when-idle", "used-a-moment-ago"])
+async def test_postgres_restarted_between_two_messages_the_next_is_answered_as_usual(
+    wechat: WeChat, postgres: Postgres, monkeypatch: pytest.MonkeyPatch, idle_ping: bool
+) -> None:
+    """Every pooled connection died with the restart. One idle for a while is checked before use
+    and replaced; one used a moment ago is not, so the store meets it dead and tries once more on
+    a fresh connection: either way the resident gets their case number, no 503, no retry needed."""
+    monkeypatch.setattr(db, "PING_AFTER_IDLE", 0.0 if idle_ping else 1e9)
+    assert "已受理" in (await wechat.text(RESIDENT, "幸福里小区3号楼东侧路灯坏了") or "")
+    await wechat.app[RECEIVER].wait_idle()
+    await asyncio.to_thread(postgres.stop)
+    await asyncio.to_thread(postgres.start)
+
+    status, body = await wechat.post(wechat.xml(RESIDENT_2, "text", {"Content": "春晖园8号楼楼道堆满杂物"}))
+    assert status == 200 and "已受理" in (wechat.sim.read_reply(body) or "")
+    assert len(await wechat.cases()) == 2
 
 
 async def test_postgres_lost_after_the_message_was_stored_it_is_processed_when_back(
