@@ -22,7 +22,7 @@ from bot.config import Settings
 from handlers.types import Inbound
 from storage import inbound
 from storage.db import transaction
-from storage.models import InboundMessage
+from storage.models import Case, InboundMessage, OutboxMessage, Resident
 from tests.conftest import LEADER_HP01, RESIDENT, FakeClock, WeChat
 from tests.test_cli import _run
 
@@ -240,3 +240,33 @@ def test_process_command_needs_separate_processing(tmp_path: Path) -> None:
     env = {"GRIDBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/p.sqlite3"}
     result = _run(["process"], env, cwd=tmp_path)
     assert result.returncode == 2 and "GRIDBOT_PROCESSING=separate" in result.stderr
+
+
+async def test_warm_up_at_start_runs_a_message_through_and_keeps_nothing(
+    separate: Settings, clock: FakeClock, aiohttp_client: Any, fake_wechat: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the port opens each process runs the statements of a message once (the processing
+    process the handlers too: a report that makes a case), in transactions rolled back."""
+    handled: list[str] = []
+    real_handle = bot.receive.handle
+
+    async def counted(session: Any, msg: Inbound, *args: Any) -> Any:
+        result = await real_handle(session, msg, *args)
+        handled.append(msg.sender)
+        assert result[1].case_id is not None  # the whole intake path ran: a case, then rolled back
+        return result
+
+    monkeypatch.setattr(bot.receive, "handle", counted)
+    web_only = await _web(aiohttp_client, separate, clock, fake_wechat)
+    assert handled == []  # the web process stores and reads, it does not process
+    app = create_app(separate, clock=clock, background=False, processor=True)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        assert handled and all(s.startswith("warm-up-") for s in handled)
+        async with transaction(app[FACTORY]) as session:
+            for model in (InboundMessage, Case, Resident, OutboxMessage):
+                assert (await session.exec(select(model))).all() == [], model
+    finally:
+        await runner.cleanup()
+    assert await web_only.text(RESIDENT, REPORT)  # and the server answers as usual after it
