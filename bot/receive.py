@@ -213,7 +213,10 @@ class Receiver:
         the first 300 ms of a run, benchmarks/README.md). processing: also the handlers, with a
         report from a resident nobody is (nothing of it is kept)."""
         sqlite = self.factory.kw["bind"].dialect.name == "sqlite"
-        await asyncio.gather(*(self._warm(n, processing=processing) for n in range(1 if sqlite else WARM_CONNECTIONS)))
+        warming = (self._warm(n, processing=processing) for n in range(1 if sqlite else WARM_CONNECTIONS))
+        for failed in await asyncio.gather(*warming, return_exceptions=True):
+            if isinstance(failed, Exception):  # only slower first messages: start anyway
+                log.warning("warm-up failed; the first messages will be slower", exc_info=failed)
 
     async def _warm(self, n: int, *, processing: bool) -> None:
         now = self.clock.now()
