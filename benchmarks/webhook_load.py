@@ -26,7 +26,10 @@ message is processed and no push is due, and reports how long that took (the que
 
 After the phases: every message answered 200 must be in inbound_message (durably stored before it
 was acknowledged), no resident has two cases (retries made one), and the peak RSS of each server
-process (VmHWM). Results print as tables and, with --json, as JSON.
+process (VmHWM). Each phase also reports the cores each process used while the load ran (servers,
+the processing process last, the generator, all of PostgreSQL), the answering servers' CPU per
+message, and how many answers over 100 ms were due in each second of the phase (tenths in the
+first). Results print as tables and, with --json, as JSON.
 """
 
 from __future__ import annotations
