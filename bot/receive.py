@@ -206,12 +206,12 @@ class Receiver:
 
     async def warm_up(self, *, processing: bool) -> None:
         """Before the port opens (or the processing process starts taking messages): open the
-        connections and run once, in transactions that are rolled back, what each message runs.
-        Cold, the first messages after a start took 130 ms each to store (a connection to open,
-        statements to compile and to prepare on it) and the first processed ones over the 1 s
-        budget, while WeChat's messages queued behind them (the tail of webhook_load's p99 was
-        the first 300 ms of a run, benchmarks/README.md). processing: also the handlers, with a
-        report from a resident nobody is (nothing of it is kept)."""
+        connections and run once, in transactions that are rolled back, what each message runs, so
+        that the first messages after a start do not pay for opening connections and compiling and
+        preparing statements (the first ones took 130–200 ms to answer). processing: the handlers
+        too, with a report from a resident nobody is (nothing of it is kept). Alone it did not
+        remove the first-second tail of webhook_load (that was _reply_from_row's polling, since
+        batched: benchmarks/README.md); it keeps cold statements out of it."""
         sqlite = self.factory.kw["bind"].dialect.name == "sqlite"
         warming = (self._warm(n, processing=processing) for n in range(1 if sqlite else WARM_CONNECTIONS))
         for failed in await asyncio.gather(*warming, return_exceptions=True):

@@ -196,8 +196,10 @@ async def test_kill_9_mid_flood_then_restart_every_answered_report_is_one_case(
                             await asyncio.sleep(0.1)
                         assert any(told in t for t in fake_wechat.texts_to(r.openid)), (r.openid, r.reply)
                 # The processing process runs at a lower CPU priority than the servers (process_nice).
+                nicer = min(os.getpriority(os.PRIO_PROCESS, 0) + Settings.model_fields["process_nice"].default, 19)
                 for proc in processes:
-                    assert os.getpriority(os.PRIO_PROCESS, proc.pid) == Settings.model_fields["process_nice"].default
+                    server_nice = os.getpriority(os.PRIO_PROCESS, server.pid)
+                    assert os.getpriority(os.PRIO_PROCESS, proc.pid) == nicer > server_nice
             finally:
                 await factory.kw["bind"].dispose()
     finally:
