@@ -138,15 +138,13 @@ class GroupCommit:
                 self._queue.popleft().stored.set_exception(ConnectionAbortedError("shutting down"))
 
     async def _commit(self, batch: list[_Arrival]) -> dict[str, int]:
-        # Durable: WeChat hears "stored" for these (even a power cut must not lose them).
-        async with transaction(self.factory, durable=True) as session:
-            ids = await inbound.store_many(session, list({a.row["dedupe_key"]: a.row for a in batch}.values()))
-            # Their message opens WeChat's customer-service window again: what was held for them
-            # (bot/delivery.py) is due now, committed with the message that woke it. (Events do
-            # not: see storage.inbound.last_from.)
-            woken = {a.row["sender"] for a in batch if a.wakes and a.row["dedupe_key"] in ids}
-            await outbox.wake_held(session, recipients=woken, now=self.clock.now())
-        return ids
+        # Durable (WeChat hears "stored" for these: even a power cut must not lose them), and in one
+        # step, not a transaction of several (storage.db.write_durably). Their message opens
+        # WeChat's customer-service window again: what was held for them (bot/delivery.py) is due
+        # now, committed with the message that woke it. (Events do not: see storage.inbound.last_from.)
+        rows = list({a.row["dedupe_key"]: a.row for a in batch}.values())
+        waking = {a.row["dedupe_key"] for a in batch if a.wakes}
+        return await inbound.store_durably(self.factory, rows, waking=waking, now=self.clock.now())
 
 
 def _forget(taken: set[int], row_id: int, _task: asyncio.Task[None]) -> None:

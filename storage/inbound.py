@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import bindparam, func, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.db import table_of
+from storage.db import SessionFactory, table_of, write_durably
 from storage.models import InboundMessage
+from storage.outbox import OUTBOX
 
 INBOUND = table_of(InboundMessage)
 
@@ -59,6 +62,85 @@ async def store_many(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[
     # VALUES itself, and the compiled statement is cached (a .values(list) is compiled anew each time).
     result = await conn.execute(stmt, rows)
     return {key: int(row_id) for key, row_id in result.all()}
+
+
+# store_durably's statements: dialect SQL, because each is what makes the store one step there.
+# PostgreSQL: the batch as arrays, unnested into one INSERT, and waking what was held for the senders
+# in the same statement (a data-modifying WITH), so that it is one round trip and its own transaction.
+_STORE_PG = text("""
+WITH stored AS (
+    INSERT INTO inbound_message (dedupe_key, channel, sender, msg_type, payload, received_at, status, reply_mode)
+    SELECT k, c, s, t, CAST(p AS json), r, 'received', m
+    FROM unnest(CAST(:keys AS varchar[]), CAST(:channels AS varchar[]), CAST(:senders AS varchar[]),
+                CAST(:types AS varchar[]), CAST(:payloads AS text[]), CAST(:received AS timestamptz[]),
+                CAST(:modes AS varchar[])) AS batch(k, c, s, t, p, r, m)
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING dedupe_key, id, sender
+), woken AS (
+    UPDATE outbox SET status = 'pending', next_attempt_at = :now, claimed_until = NULL
+    WHERE status = 'held'
+      AND recipient IN (SELECT sender FROM stored WHERE dedupe_key = ANY(CAST(:waking AS varchar[])))
+)
+SELECT dedupe_key, id FROM stored
+""")
+# SQLite: plain statements on the connection's thread, one row at a time (microseconds each there).
+_STORE_SQLITE = (
+    "INSERT INTO inbound_message (dedupe_key, channel, sender, msg_type, payload, received_at, status, reply_mode)"
+    " VALUES (?, ?, ?, ?, ?, ?, 'received', ?) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+)
+_WAKE_SQLITE = (
+    "UPDATE outbox SET status = 'pending', next_attempt_at = ?, claimed_until = NULL"
+    " WHERE status = 'held' AND recipient IN ({people})"
+)
+
+
+async def store_durably(
+    factory: SessionFactory, rows: list[dict[str, Any]], *, waking: set[str], now: datetime
+) -> dict[str, int]:
+    """The webhook's store (bot.receive.GroupCommit): the rows (new_row, distinct keys) committed
+    durably in one step (storage.db.write_durably), dedupe key → id of each inserted now; a key
+    stored before (WeChat retrying) is skipped. The senders of the rows inserted whose keys are in
+    `waking` wrote to us: what was held for them is due now, in the same commit (what
+    storage.outbox.wake_held does in a session). The values are converted by the columns' own types,
+    so the rows are stored exactly as the ORM stores them."""
+    if not rows:
+        return {}
+    dialect = factory.kw["bind"].dialect
+    payload = INBOUND.c.payload.type.bind_processor(dialect)
+    stamp = INBOUND.c.received_at.type.bind_processor(dialect)
+    due = OUTBOX.c.next_attempt_at.type.bind_processor(dialect)
+    assert payload is not None and stamp is not None and due is not None
+
+    async def on_postgresql(conn: AsyncConnection) -> dict[str, int]:
+        params = {
+            "keys": [r["dedupe_key"] for r in rows],
+            "channels": [r["channel"] for r in rows],
+            "senders": [r["sender"] for r in rows],
+            "types": [r["msg_type"] for r in rows],
+            "payloads": [payload(r["payload"]) for r in rows],
+            "received": [stamp(r["received_at"]) for r in rows],
+            "modes": [r["reply_mode"] for r in rows],
+            "now": due(now),
+            "waking": sorted(waking),
+        }
+        return {key: int(row_id) for key, row_id in (await conn.execute(_STORE_PG, params)).all()}
+
+    def on_sqlite(db: sqlite3.Connection) -> dict[str, int]:
+        ids: dict[str, int] = {}
+        people: set[str] = set()
+        for r in rows:
+            values = (r["dedupe_key"], r["channel"], r["sender"], r["msg_type"], payload(r["payload"]),
+                      stamp(r["received_at"]), r["reply_mode"])  # fmt: skip
+            inserted = db.execute(_STORE_SQLITE, values).fetchone()
+            if inserted is not None:
+                ids[r["dedupe_key"]] = int(inserted[0])
+                if r["dedupe_key"] in waking:
+                    people.add(r["sender"])
+        if people:
+            db.execute(_WAKE_SQLITE.format(people=", ".join("?" * len(people))), (due(now), *sorted(people)))
+        return ids
+
+    return await write_durably(factory, sqlite=on_sqlite, postgresql=on_postgresql)
 
 
 async def by_key(session: AsyncSession, dedupe_key: str) -> InboundMessage | None:

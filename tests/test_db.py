@@ -30,10 +30,37 @@ async def test_a_durable_transaction_waits_for_the_disk_and_the_next_one_does_no
     assert await _synchronous(factory, durable=False) == NORMAL
 
 
+async def test_the_webhooks_one_step_store_waits_for_the_disk_and_the_next_transaction_does_not(
+    process_db: Callable[[], SessionFactory],
+) -> None:
+    """storage.db.write_durably (the inbound store) commits with synchronous=FULL on SQLite's thread;
+    the pooled connection then goes back to NORMAL for the next ordinary transaction."""
+    import sqlite3
+
+    from storage.db import write_durably
+
+    factory = process_db()
+    assert await _synchronous(factory, durable=False) == NORMAL
+
+    def inside(db: sqlite3.Connection) -> tuple[int, bool]:
+        return int(db.execute("PRAGMA synchronous").fetchone()[0]), db.in_transaction
+
+    async def never(conn: object) -> tuple[int, bool]:
+        raise AssertionError("PostgreSQL only")
+
+    assert await write_durably(factory, sqlite=inside, postgresql=never) == (FULL, True)
+    assert await _synchronous(factory, durable=False) == NORMAL
+    assert await write_durably(factory, sqlite=inside, postgresql=never) == (FULL, True)
+
+
 async def test_a_transaction_waits_for_another_process_writer_without_stalling_the_loop(
     process_db: Callable[[], SessionFactory],
 ) -> None:
     """BEGIN IMMEDIATE waits (busy_timeout) on aiosqlite's thread: the event loop keeps running."""
+    from datetime import UTC, datetime
+
+    from storage import inbound
+
     other, ours = process_db(), process_db()
     ticks = 0
     holding, release, hundred_ticks = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -56,17 +83,24 @@ async def test_a_transaction_waits_for_another_process_writer_without_stalling_t
     await holding.wait()
     ticker = asyncio.create_task(tick())
     waiting = asyncio.create_task(_synchronous(ours, durable=False))
-    await hundred_ticks.wait()  # the loop runs while our transaction waits for the lock
-    assert not waiting.done()
+    now = datetime.now(UTC)  # and the webhook's one-step store, from a third process
+    row = inbound.new_row(dedupe_key="k", channel="wechat", sender="o", msg_type="text", payload={}, now=now)
+    storing = asyncio.create_task(inbound.store_durably(process_db(), [row], waking=set(), now=now))
+    await hundred_ticks.wait()  # the loop runs while our transaction and the store wait for the lock
+    assert not waiting.done() and not storing.done()
     release.set()
     await holder
     await ticker
     assert await waiting == NORMAL
+    assert list(await storing) == ["k"]
 
 
 async def test_storing_a_message_goes_before_the_queued_processing(database_url: str) -> None:
     """Inside one process, a durable transaction (an inbound message being stored) waits only for
     the one running now, not for everything queued before it."""
+    from datetime import UTC, datetime
+
+    from storage import inbound
     from storage.db import create_engine, session_factory
 
     engine = create_engine(database_url)
@@ -84,15 +118,23 @@ async def test_storing_a_message_goes_before_the_queued_processing(database_url:
         async with transaction(factory, durable=durable):
             order.append(name)
 
+    async def webhook_store() -> None:  # the one-step store (storage.db.write_durably)
+        await inbound.store_durably(factory, [row], waking=set(), now=now)
+        order.append("webhook store")
+
+    now = datetime.now(UTC)
+    row = inbound.new_row(dedupe_key="k", channel="wechat", sender="o", msg_type="text", payload={}, now=now)
     tasks = [asyncio.create_task(first())]
     await running.wait()
     for name, durable in (("processing 1", False), ("processing 2", False), ("store", True)):
         tasks.append(asyncio.create_task(one(name, durable)))
         await asyncio.sleep(0)  # queued in this order
+    tasks.append(asyncio.create_task(webhook_store()))
+    await asyncio.sleep(0)
     finish.set()
     await asyncio.gather(*tasks)
     await engine.dispose()
-    assert order == ["running", "store", "processing 1", "processing 2"]
+    assert order == ["running", "store", "webhook store", "processing 1", "processing 2"]
 
 
 async def test_claiming_pushes_looks_up_each_recipients_older_pending_by_index(

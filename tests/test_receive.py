@@ -125,13 +125,13 @@ async def test_messages_arriving_together_are_stored_by_one_commit(
     wechat: WeChat, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batches: list[int] = []
-    real = inbound.store_many
+    real = inbound.store_durably
 
-    async def counted(session: Any, rows: list[dict[str, Any]]) -> dict[str, int]:
+    async def counted(factory: Any, rows: list[dict[str, Any]], **kw: Any) -> dict[str, int]:
         batches.append(len(rows))
-        return await real(session, rows)
+        return await real(factory, rows, **kw)
 
-    monkeypatch.setattr(inbound, "store_many", counted)
+    monkeypatch.setattr(inbound, "store_durably", counted)
     residents = [f"o_batch_resident_{n:02d}" for n in range(12)]
     results = await asyncio.gather(*(wechat.post(wechat.xml(r, "text", {"Content": REPORT})) for r in residents))
     assert [status for status, _ in results] == [200] * 12
@@ -151,15 +151,15 @@ async def test_messages_arriving_together_are_stored_by_one_commit(
 async def test_a_store_that_fails_is_not_acknowledged_and_the_next_one_works(
     wechat: WeChat, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = inbound.store_many
+    real = inbound.store_durably
 
-    async def broken(session: Any, rows: list[dict[str, Any]]) -> dict[str, int]:
+    async def broken(factory: Any, rows: list[dict[str, Any]], **kw: Any) -> dict[str, int]:
         raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(inbound, "store_many", broken)
+    monkeypatch.setattr(inbound, "store_durably", broken)
     results = await asyncio.gather(*(wechat.post(wechat.xml(RESIDENT, "text", {"Content": REPORT})) for _ in range(2)))
     assert [status for status, _ in results] == [503, 503]  # not stored: WeChat will try again
-    monkeypatch.setattr(inbound, "store_many", real)
+    monkeypatch.setattr(inbound, "store_durably", real)
     assert "已受理" in (await wechat.text(RESIDENT, REPORT) or "")
 
 
