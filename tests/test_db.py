@@ -51,6 +51,43 @@ async def test_the_webhooks_one_step_store_waits_for_the_disk_and_the_next_trans
     assert await write_durably(factory, sqlite=inside, postgresql=never) == (FULL, True)
     assert await _synchronous(factory, durable=False) == NORMAL
     assert await write_durably(factory, sqlite=inside, postgresql=never) == (FULL, True)
+    async with transaction(factory) as session:  # the store's polling for the lock left it as it was
+        busy = (await session.exec(text("PRAGMA busy_timeout"))).scalar_one()  # type: ignore[call-overload]
+    assert busy == 15_000
+
+
+async def test_a_store_that_cannot_get_the_write_lock_in_time_fails_as_sqlalchemy_does(
+    process_db: Callable[[], SessionFactory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holding SQLite's write lock past the busy timeout: the store raises
+    SQLAlchemy's OperationalError (the webhook answers 503 and WeChat tries again), and stores once
+    the lock is free."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import OperationalError
+
+    import storage.db
+    from storage import inbound
+
+    monkeypatch.setattr(storage.db, "BUSY_TIMEOUT", 0.2)
+    other, ours = process_db(), process_db()
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_write_lock() -> None:
+        async with transaction(other) as session:
+            await session.exec(text("UPDATE staff SET last_ref = last_ref"))  # type: ignore[call-overload]
+            holding.set()
+            await release.wait()
+
+    now = datetime.now(UTC)
+    row = inbound.new_row(dedupe_key="k", channel="wechat", sender="o", msg_type="text", payload={}, now=now)
+    holder = asyncio.create_task(hold_the_write_lock())
+    await holding.wait()
+    with pytest.raises(OperationalError, match="locked"):
+        await inbound.store_durably(ours, [row], waking=set(), now=now)
+    release.set()
+    await holder
+    assert list(await inbound.store_durably(ours, [row], waking=set(), now=now)) == ["k"]
 
 
 async def test_a_transaction_waits_for_another_process_writer_without_stalling_the_loop(
