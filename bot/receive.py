@@ -51,6 +51,11 @@ PROCESSING_AT_ONCE = 8  # of the 20 pooled connections (storage.db.POOL_SIZE): t
 # SQLite: one writer, so processing more at once gains nothing, and each one queued for the write
 # lock is one more the outbox's transactions wait behind (under a flood, the replies stopped going out).
 SQLITE_PROCESSING_AT_ONCE = 2
+# Messages whose passive reply the webhook waits for at once (on PostgreSQL fewer than it processes
+# at once). A flood's first messages found all 8 of PostgreSQL's slots free, were waited for, and
+# were processed side by side with the flood coming in: the event loop fell behind for a second
+# (every answer of it over 100 ms at 500 msg/s) and those 8 ran past the 1 s budget anyway.
+WAITED_AT_ONCE = 2
 PROCESSING_FAILED = "抱歉，系统处理出了问题。您的消息已保存，工作人员会尽快处理。"
 # The passive reply when the answer is not ready within the budget, or would not be (a flood): the
 # message is stored, the reply (case number, command result) follows as a customer-service message.
@@ -298,7 +303,8 @@ class Receiver:
     async def _hand_over(self, msg: Inbound, dedupe_key: str, started: float) -> str | None:
         """Store the message for the processing process, and wait for its reply when that process
         has nothing queued (a quiet moment: the resident hears the case number at once)."""
-        wait = self.waiting < self.at_once and self._pending + self._handed_over < self.at_once and not self.behind()
+        ahead = self._pending + self._handed_over
+        wait = self.waiting < WAITED_AT_ONCE and ahead < WAITED_AT_ONCE and not self.behind()
         row_id = await self._store(msg, dedupe_key, reply_mode=None if wait else CUSTOMER_SERVICE)
         self._stored(self.clock.monotonic() - started)
         if row_id is None:
@@ -418,13 +424,13 @@ class Receiver:
         return None
 
     def _can_wait(self) -> bool:
-        """Whether to wait for this message's reply: only when a processing slot is free, so that it
-        starts at once. Behind others, the sender would wait (and the webhook request be held) for
-        the messages ahead: under load that was longer than a resident should wait, and every
-        request held makes the next ones slower. Judging by a measured rate instead let a burst's
-        first tens of messages wait most of the 1 s budget before the estimate caught up (p99 at
-        500 msg/s: 0.7–1 s, benchmarks/README.md)."""
-        return self.backlog < self.at_once
+        """Whether to wait for this message's reply: only when at most WAITED_AT_ONCE are being
+        processed or waiting to be (so it starts at once, among few). Behind others, the sender would
+        wait (and the webhook request be held) for the messages ahead: under load that was longer
+        than a resident should wait, and every request held makes the next ones slower. Judging by a
+        measured rate instead let a burst's first tens of messages wait most of the 1 s budget
+        before the estimate caught up (p99 at 500 msg/s: 0.7–1 s, benchmarks/README.md)."""
+        return self.backlog < WAITED_AT_ONCE
 
     def _start(self, row_id: int, msg: Inbound, handoff: _Handoff | None) -> asyncio.Task[None]:
         # Counted now, not when the task first runs: the messages of one group commit are judged one

@@ -181,10 +181,10 @@ async def test_abandoning_waits_for_processing_that_claimed_the_message_and_find
 async def test_a_flood_is_answered_at_once_and_nobody_waits_for_the_processing_process(
     web_only: WeChat, processor: Processor
 ) -> None:
-    """Messages waiting for processing already (one round of it): the next sender hears 已收到 at
-    once, stored as not waited for, and the receipt follows through customer service."""
+    """Messages waiting for processing already (as many as are waited for at once): the next sender
+    hears 已收到 at once, stored as not waited for, and the receipt follows through customer service."""
     receiver = web_only.app[RECEIVER]
-    senders = [f"o_flood_{i}" for i in range(receiver.at_once)]
+    senders = [f"o_flood_{i}" for i in range(bot.receive.WAITED_AT_ONCE)]
     for n, sender in enumerate(senders):
         msg = Inbound(channel="wechat", sender=sender, kind="text", created_at=web_only.clock.now(), text=REPORT)
         await _stored(web_only, msg, f"flood:{n}", reply_mode=bot.receive.CUSTOMER_SERVICE)
