@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ from aiohttp.abc import AbstractAccessLogger
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot import heap
 from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.delivery import CustomerService, Fallback
@@ -145,17 +145,20 @@ def create_app(
     from bot.console.web import console_app
 
     app.add_subapp("/console/", console_app())
-    app.on_startup.append(_freeze_heap)  # after the cleanup contexts: everything they built
+    app.cleanup_ctx.append(_heap)  # last: what the others built is frozen
     return app
 
 
-async def _freeze_heap(app: web.Application) -> None:
-    """What startup built (SQLAlchemy's mappers and compiled statements, the keyword tables, the
-    grid) lives as long as the process: out of the garbage collector's sight. Every full collection
-    walked all of it, 100–200 ms with the event loop stopped, several times a minute under load (the
-    tail of webhook_load's latency, found with gc.callbacks)."""
-    gc.collect()
-    gc.freeze()
+async def _heap(app: web.Application) -> AsyncIterator[None]:
+    """The heap startup built frozen, full collections only in quiet moments (bot/heap.py)."""
+    heap.freeze()
+    collector = heap.QuietCollector(arrivals=lambda: app[RECEIVER].arrivals if RECEIVER in app else 0)
+    task = asyncio.create_task(heap.collect_when_quiet(collector), name="quiet-gc")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    heap.thaw()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

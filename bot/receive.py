@@ -211,6 +211,7 @@ class Receiver:
         self._behind_until = 0.0  # monotonic
         self._caught_up = asyncio.Event()  # set when a message is stored quickly again
         self._arrived_at = -ARRIVING  # monotonic: the last message the webhook took
+        self.arrivals = 0  # messages the webhook took (bot/heap.py: is it quiet?)
         self._rest_until = 0.0  # monotonic: while messages arrive, no processing before this
 
     async def warm_up(self, *, processing: bool) -> None:
@@ -261,6 +262,7 @@ class Receiver:
         """The passive reply to give WeChat now (None: answer "success")."""
         started = self.clock.monotonic()
         self._arrived_at = time.monotonic()
+        self.arrivals += 1
         if self.elsewhere:
             return await self._hand_over(msg, dedupe_key, started)
         row_id = await self._store(msg, dedupe_key)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
 import bot.app
+import bot.heap
 import bot.receive
 from bot.app import FACTORY, RECEIVER, create_app
 from bot.config import Settings
@@ -348,38 +349,37 @@ async def test_the_webhook_is_behind_for_a_while_after_a_slow_store_then_caught_
     assert receiver._caught_up.is_set()
 
 
-async def test_the_heap_built_at_startup_is_frozen(wechat: WeChat) -> None:
-    """Full garbage collections walked every long-lived object (100–200 ms pauses under load)."""
-    assert bot.app._freeze_heap in wechat.app.on_startup
+async def test_the_heap_built_at_startup_is_frozen_and_full_collections_wait(wechat: WeChat) -> None:
+    """Full garbage collections walked every long-lived object (100–200 ms pauses under load), and
+    under a flood the automatic ones walked the flood's backlog (35–140 ms): startup's heap is
+    frozen, and full collections run only when the webhook is quiet (bot/heap.py)."""
+    assert bot.app._heap in wechat.app.cleanup_ctx
+    assert gc.get_threshold()[2] == bot.heap.NEVER  # while the app runs
     gc.unfreeze()  # the freeze is the process's: other tests' apps froze it already
     assert gc.get_freeze_count() == 0
-    await bot.app._freeze_heap(wechat.app)
+    bot.heap.freeze()  # a second app in the process
     assert gc.get_freeze_count() > 10_000
+    bot.heap.thaw()
+    assert gc.get_threshold()[2] == bot.heap.NEVER  # the first app still runs
 
 
-async def test_a_retry_is_answered_while_processing_queues_for_the_database(wechat: WeChat) -> None:
-    """WeChat's retry only reads what the first delivery stored: it does not queue behind the
-    writers waiting their turn (on SQLite: processing, the outbox), where under a flood it waited
-    past WeChat's 5 s. (Storing goes ahead of them already.)"""
-    xml = wechat.xml(RESIDENT, "text", {"Content": REPORT})
-    status, first = await wechat.post(xml)
-    assert status == 200 and "编号 G" in (wechat.sim.read_reply(first) or "")
-    release = asyncio.Event()
-
-    async def writer(hold: asyncio.Event) -> None:
-        async with transaction(wechat.app[FACTORY]):
-            await hold.wait()
-
-    brief = asyncio.Event()
-    holders = [asyncio.create_task(writer(brief))]  # holds the write lock until the retry is under way
-    await asyncio.sleep(0.05)
-    holders += [asyncio.create_task(writer(release)) for _ in range(3)]  # queued behind it, holding on
-    retry = asyncio.create_task(wechat.post(xml))
-    await asyncio.sleep(0.05)
-    brief.set()
-    try:
-        status, again = await asyncio.wait_for(retry, 3.0)
-    finally:
-        release.set()
-        await asyncio.gather(*holders)
-    assert status == 200 and wechat.sim.read_reply(again) == wechat.sim.read_reply(first)
+def test_a_full_collection_waits_for_a_quiet_second_or_for_too_long() -> None:
+    arrived, now = 0, 1000.0
+    collector = bot.heap.QuietCollector(arrivals=lambda: arrived, clock=lambda: now)
+    now += bot.heap.FULL_EVERY - 1
+    assert not collector.due()  # too soon after the last one
+    now += 1
+    arrived += bot.heap.QUIET_RATE  # a busy second
+    assert not collector.due()
+    now += 1
+    arrived += bot.heap.QUIET_RATE - 1  # a quiet one
+    assert collector.due()
+    collector.collect()
+    assert collector.last_full == now
+    for _ in range(int(bot.heap.FULL_AT_LEAST) - 1):  # a flood that never ends
+        now += 1
+        arrived += 500
+        assert not collector.due()
+    now += 1
+    arrived += 500
+    assert collector.due()
