@@ -328,11 +328,16 @@ async def reading(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
     """A transaction that only reads. On SQLite it skips the writer queue: behind a backlog of
     message processing a read would otherwise wait its turn for a lock it does not need (the
     outbox's delivery rules read before every push). Writing in it is a bug (SQLite refuses with
-    "database is locked" when another connection holds the write lock)."""
+    "database is locked" when another connection holds the write lock; PostgreSQL would commit each
+    write at once)."""
     engine = factory.kw["bind"]
     async with factory() as session, session.begin():
         if engine.dialect.name == "sqlite":
             await session.connection(execution_options={READING: True})
+        else:
+            # PostgreSQL: in autocommit, without the BEGIN and COMMIT round trips. Under READ
+            # COMMITTED every statement reads its own snapshot anyway, transaction or not.
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         yield session
 
 

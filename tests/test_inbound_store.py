@@ -3,17 +3,19 @@ hop to SQLite's thread), stored exactly as the ORM stores a message, on both dat
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from storage import inbound, outbox
 from storage.db import SessionFactory, reading, transaction
 from storage.models import InboundMessage, OutboxMessage
-from tests.conftest import FakeClock
+from tests.conftest import ON_POSTGRES, FakeClock
 
 PAYLOAD = {"kind": "text", "text": "幸福里小区3号楼东侧路灯坏了 <b>&amp;</b> '; DROP TABLE cases; --", "msg_id": 7}
 
@@ -98,3 +100,16 @@ async def test_a_batch_the_database_refuses_is_stored_not_at_all(
         assert (await session.exec(select(InboundMessage))).all() == []
     assert await _statuses(factory) == {"o_good": "held"}
     assert list(await inbound.store_durably(factory, [_row(clock, "good:1", "o_good")], waking=set(), now=clock.now()))
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL's transactions")
+async def test_a_read_on_postgresql_is_not_a_transaction_of_its_own(process_db: Callable[[], SessionFactory]) -> None:
+    """storage.db.reading: each statement in autocommit (under READ COMMITTED each reads its own
+    snapshot anyway), without the BEGIN and COMMIT round trips: the webhook's reply watch and its
+    pending count run one every few milliseconds. now() is the transaction's start: it moves."""
+    factory = process_db()
+    async with reading(factory) as session:
+        first = (await session.exec(text("SELECT clock_timestamp(), now()"))).one()  # type: ignore[call-overload]
+        await asyncio.sleep(0.01)
+        second = (await session.exec(text("SELECT now()"))).scalar_one()  # type: ignore[call-overload]
+    assert second > first[0] >= first[1]
