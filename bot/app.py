@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -424,11 +425,57 @@ async def read_body(request: web.Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+WEBHOOKS = frozenset({"/wechat", "/wecom"})
+SUMMARY_EVERY = 10.0  # seconds: one line for the webhook callbacks answered in that time
+
+
 class AccessLogger(AbstractAccessLogger):
-    """Method, path, status, time: no query string, which carries the resident's openid."""
+    """Method, path, status, time: no query string, which carries the resident's openid. The
+    webhooks' answered callbacks (POST, 200) are summed up instead, a line every SUMMARY_EVERY
+    seconds (`webhook answered n=… p50_ms=… p99_ms=… max_ms=…`): at 500 msg/s a line each was a
+    twentieth of the server's CPU, and five hundred lines a second tell an operator less than one.
+    Everything else, refusals and 503s included, gets its line."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if request.method == "POST" and response.status == 200 and request.path in WEBHOOKS:
+            _ANSWERED.add(time, self.logger)
+            return
         self.logger.info("%s %s %s %.1fms", request.method, request.path, response.status, time * 1000)
+
+
+class _Answered:
+    """The webhook callbacks answered since the last summary line (one for the process: aiohttp
+    makes an access logger per connection)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.since = 0.0
+
+    def add(self, took: float, logger: logging.Logger) -> None:
+        now = time.monotonic()
+        if not self.times:
+            self.since = now
+        self.times.append(took)
+        if now - self.since >= SUMMARY_EVERY:
+            self.flush(logger)
+
+    def flush(self, logger: logging.Logger) -> None:
+        if not self.times:
+            return
+        times, self.times = sorted(self.times), []
+        n = len(times)
+        logger.info(
+            "webhook answered",
+            extra={
+                "n": n,
+                "p50_ms": round(times[n // 2] * 1000, 1),
+                "p99_ms": round(times[min(n - 1, n * 99 // 100)] * 1000, 1),
+                "max_ms": round(times[-1] * 1000, 1),
+            },
+        )
+
+
+_ANSWERED = _Answered()
 
 
 async def healthz(request: web.Request) -> web.Response:
