@@ -65,9 +65,11 @@ RECEIVED = "已收到，正在处理，请稍候。"
 STORE_BEHIND = 0.020
 HOLD = 0.5
 PATIENCE = 1.0  # seconds processing waits for the webhook to catch up before it goes ahead anyway
-# While messages keep arriving (the last within ARRIVING seconds), processing takes at most SHARE of
-# the event loop's time, one message at a time: the rest is the webhook's (Receiver._slot).
-ARRIVING = 0.5
+# In a flood (FLOOD_RATE messages or more arrived within the last second: faster than processing
+# goes on the benchmark machine, 40-70 a second, so it could not keep up anyway), processing takes
+# at most SHARE of the event loop's time, one message at a time: the rest is the webhook's
+# (Receiver._slot). Below it, processing goes at full speed and keeps up.
+FLOOD_RATE = 50
 SHARE = 0.25
 
 # Processing in its own process (GRIDBOT_PROCESSING=separate):
@@ -210,8 +212,8 @@ class Receiver:
         self._alone = asyncio.Lock()  # the one message processed while the webhook is behind
         self._behind_until = 0.0  # monotonic
         self._caught_up = asyncio.Event()  # set when a message is stored quickly again
-        self._arrived_at = -ARRIVING  # monotonic: the last message the webhook took
         self.arrivals = 0  # messages the webhook took (bot/heap.py: is it quiet?)
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (monotonic, how many)
         self._rest_until = 0.0  # monotonic: while messages arrive, no processing before this
 
     async def warm_up(self, *, processing: bool) -> None:
@@ -261,8 +263,7 @@ class Receiver:
     async def receive(self, msg: Inbound, dedupe_key: str) -> str | None:
         """The passive reply to give WeChat now (None: answer "success")."""
         started = self.clock.monotonic()
-        self._arrived_at = time.monotonic()
-        self.arrivals += 1
+        self.arrived(1)
         if self.elsewhere:
             return await self._hand_over(msg, dedupe_key, started)
         row_id = await self._store(msg, dedupe_key)
@@ -394,6 +395,7 @@ class Receiver:
         web process stored it; each person's in the order they arrived (Receiver._in_turn). Runs
         until cancelled."""
         taken: set[int] = set()
+        newest: int | None = None
         while True:
             room = PROCESS_QUEUE - len(taken)
             if room <= 0:
@@ -402,16 +404,23 @@ class Receiver:
             try:
                 async with reading(self.factory) as session:
                     rows = await inbound.pending(session, limit=len(taken) + room)
+                    last = await inbound.newest_id(session)
             except Exception as exc:
                 if not unavailable(exc):
                     log.exception("cannot read the messages to process")
                 await asyncio.sleep(1.0)
                 continue
-            new = [(row_id, payload) for row_id, payload in rows if row_id not in taken][:room]
-            for row_id, payload in new:
-                taken.add(row_id)
-                task = self._start(row_id, Inbound.from_payload(payload), None)
-                task.add_done_callback(functools.partial(_forget, taken, row_id))
+            if newest is not None and last > newest:  # stored since the last look: a flood? (_slot)
+                self.arrived(last - newest)
+            newest = last
+            new = [row for row in rows if row.id not in taken][:room]
+            oldest_waited = self.clock.now() - (self.passive_within or timedelta(0))
+            for row in new:
+                taken.add(row.id)
+                # A webhook may be waiting for its passive reply (bot.receive._hand_over): first in line.
+                waited = row.reply_mode is None and row.received_at > oldest_waited
+                task = self._start(row.id, Inbound.from_payload(row.payload), None, waited_for=waited)
+                task.add_done_callback(functools.partial(_forget, taken, row.id))
             if not new:
                 await asyncio.sleep(PROCESS_POLL)
 
@@ -434,21 +443,23 @@ class Receiver:
         before the estimate caught up (p99 at 500 msg/s: 0.7–1 s, benchmarks/README.md)."""
         return self.backlog < WAITED_AT_ONCE
 
-    def _start(self, row_id: int, msg: Inbound, handoff: _Handoff | None) -> asyncio.Task[None]:
+    def _start(
+        self, row_id: int, msg: Inbound, handoff: _Handoff | None, *, waited_for: bool = False
+    ) -> asyncio.Task[None]:
         # Counted now, not when the task first runs: the messages of one group commit are judged one
         # after another before any of their tasks has started, and each must see the ones before it.
         self.backlog += 1
-        task = asyncio.create_task(self._process(row_id, msg, handoff))
+        task = asyncio.create_task(self._process(row_id, msg, handoff, waited_for=waited_for))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
 
-    async def _process(self, row_id: int, msg: Inbound, handoff: _Handoff | None) -> None:
+    async def _process(self, row_id: int, msg: Inbound, handoff: _Handoff | None, *, waited_for: bool = False) -> None:
         """One message, in its sender's turn and within the processing limit; counted in the backlog
-        by the caller."""
+        by the caller. waited_for: a webhook in another process may be waiting for its reply."""
         try:
             # A sender the webhook is waiting for goes ahead: it was let wait because its turn comes now.
-            waited_for = handoff is not None and not handoff.abandoned
+            waited_for = waited_for or (handoff is not None and not handoff.abandoned)
             async with self._in_turn(msg.sender), self._slot(waited_for), self.processing:
                 await self._process_one(row_id, msg, handoff)
         finally:
@@ -466,26 +477,38 @@ class Receiver:
         """Storing a message took long within the last HOLD seconds: the webhook is falling behind."""
         return time.monotonic() < self._behind_until
 
-    def arriving(self) -> bool:
-        """Messages are arriving: the webhook took one within the last ARRIVING seconds."""
-        return time.monotonic() - self._arrived_at < ARRIVING
+    def arrived(self, count: int) -> None:
+        """Messages arrived now: taken by this webhook, or seen stored by the processing process."""
+        self.arrivals += count
+        now = time.monotonic()
+        if self._recent and now - self._recent[-1][0] < 0.1:  # one entry a tenth of a second
+            count += self._recent.pop()[1]
+        self._recent.append((now, count))
+
+    def flooding(self) -> bool:
+        """FLOOD_RATE messages or more arrived within the last second."""
+        since = time.monotonic() - 1.0
+        while self._recent and self._recent[0][0] < since:
+            self._recent.popleft()
+        return sum(count for _, count in self._recent) >= FLOOD_RATE
 
     @contextlib.asynccontextmanager
     async def _slot(self, waited_for: bool) -> AsyncIterator[None]:
         """Answering comes first: WeChat gives up on an answer after 5 s and sends the message again,
         while processing can catch up later. Processing and the webhook share one event loop, and
         under a flood processing took most of it (at 500 msg/s the answers took 130–220 ms, p50).
-        So while messages are arriving, processing goes one message at a time and takes at most
-        SHARE of the time (a message that took 8 ms is followed by 24 ms of rest); while the webhook
-        is behind even so (a slow store), it waits for it to catch up, each message after at most
-        PATIENCE (a flood that never ends must not stop processing). The others wait here, stored and
-        acknowledged, and go at full speed once the messages stop. A message the webhook is waiting
-        on goes straight ahead. Judged by the webhook's own store times and arrivals, not by how late
-        the event loop runs: processing alone makes the loop late, and so held itself back (after a
-        flood it drained at a third of its speed). Without the share, processing went at full speed
-        whenever a store was quick, and the loop was never idle: at 500 msg/s on SQLite the answers'
-        p99 was 140–220 ms, and 35–65 ms with processing paused (benchmarks/README.md)."""
-        if waited_for or not (self.arriving() or self.behind()):
+        So in a flood (more messages a second than processing could keep up with anyway), processing
+        goes one message at a time and takes at most SHARE of the time (a message that took 8 ms is
+        followed by 24 ms of rest); while the webhook is behind even so (a slow store), it waits for
+        it to catch up, each message after at most PATIENCE (a flood that never ends must not stop
+        processing). The others wait here, stored and acknowledged, and go at full speed once the
+        flood is over. A message the webhook is waiting on goes straight ahead. Judged by the
+        webhook's own store times and arrivals, not by how late the event loop runs: processing
+        alone makes the loop late, and so held itself back (after a flood it drained at a third of
+        its speed). Without the share, processing went at full speed whenever a store was quick, and
+        the loop was never idle: at 500 msg/s on SQLite the answers' p99 was 140–220 ms, and 35–65
+        ms with processing paused (benchmarks/README.md)."""
+        if waited_for or not (self.flooding() or self.behind()):
             yield
             return
         await self._alone.acquire()  # one at a time, the rest behind it
@@ -496,10 +519,10 @@ class Receiver:
             while self.behind() and (left := min(give_up, self._behind_until) - time.monotonic()) > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._caught_up.wait(), left)
-            if not self.behind() and self.arriving():  # caught up, still arriving: the share's rest
+            if not self.behind() and self.flooding():  # caught up, still a flood: the share's rest
                 if (rest := min(self._rest_until, give_up) - time.monotonic()) > 0:
                     await asyncio.sleep(rest)
-            if not self.behind() and not self.arriving():  # quiet: the line passes straight through
+            if not self.behind() and not self.flooding():  # over: the line passes straight through
                 self._alone.release()
                 held = False
                 yield

@@ -212,7 +212,7 @@ async def outcomes(session: AsyncSession, *, row_ids: list[int]) -> dict[int, tu
 # In the order of ix_inbound_pending (status, received_at): a range of the index, not a sort of
 # every waiting row (after a flood, tens of thousands) each time the processing process looks.
 _PENDING = (
-    select(INBOUND.c.id, INBOUND.c.payload)
+    select(INBOUND.c.id, INBOUND.c.payload, INBOUND.c.reply_mode, INBOUND.c.received_at)
     .where(INBOUND.c.status == "received")
     .order_by(INBOUND.c.received_at, INBOUND.c.id)
     .limit(bindparam("limit"))
@@ -220,12 +220,25 @@ _PENDING = (
 _COUNT_PENDING = select(func.count()).select_from(
     select(INBOUND.c.id).where(INBOUND.c.status == "received").limit(bindparam("limit")).subquery()
 )
+_NEWEST = select(func.max(INBOUND.c.id))
 
 
-async def pending(session: AsyncSession, *, limit: int) -> list[tuple[int, dict[str, Any]]]:
-    """The oldest messages not processed yet: (id, payload)."""
+class Pending(NamedTuple):
+    id: int
+    payload: dict[str, Any]
+    reply_mode: str | None  # None: its webhook may be waiting for the passive reply
+    received_at: datetime
+
+
+async def pending(session: AsyncSession, *, limit: int) -> list[Pending]:
+    """The oldest messages not processed yet."""
     rows = (await session.exec(_PENDING, params={"limit": limit})).all()  # type: ignore[call-overload]
-    return [(int(row_id), payload) for row_id, payload in rows]
+    return [Pending(int(row_id), payload, mode, at) for row_id, payload, mode, at in rows]
+
+
+async def newest_id(session: AsyncSession) -> int:
+    """The id of the message stored last (0: none yet): how many arrived since, across processes."""
+    return int((await session.exec(_NEWEST)).one() or 0)  # type: ignore[call-overload]
 
 
 async def count_pending(session: AsyncSession, *, limit: int) -> int:

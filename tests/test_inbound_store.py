@@ -62,7 +62,7 @@ async def test_a_batch_is_stored_as_the_orm_stores_it_and_a_retry_is_skipped(
     assert a.received_at == clock.now() - timedelta(seconds=3)  # aware UTC, as the ORM reads it back
     assert a.reply_mode is None and rows["b:1"].reply_mode == "customer_service"
     async with reading(factory) as session:  # processing finds them as it finds any, oldest first
-        pending = [row_id for row_id, _ in await inbound.pending(session, limit=10)]
+        pending = [row.id for row in await inbound.pending(session, limit=10)]
     assert sorted(pending[:2]) == sorted(first.values()) and pending[2:] == [again["c:1"]]
 
 

@@ -270,3 +270,38 @@ async def test_warm_up_at_start_runs_a_message_through_and_keeps_nothing(
     finally:
         await runner.cleanup()
     assert await web_only.text(RESIDENT, REPORT)  # and the server answers as usual after it
+
+
+async def test_the_processing_process_tells_a_flood_and_still_answers_a_waiting_webhook_first(
+    web_only: WeChat, processor: Processor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It sees no requests: it counts the messages stored since its last look (any server's). In a
+    flood it takes its share (Receiver._slot), except for a message whose webhook waits for the
+    passive reply: that one goes straight ahead of the flood's backlog."""
+    receiver = processor.app[RECEIVER]
+    took = 0.2
+    real = bot.receive.Receiver._process_one
+    started: list[str] = []
+
+    async def slow(self: Any, row_id: int, msg: Inbound, handoff: Any) -> None:
+        started.append(msg.sender)
+        await asyncio.sleep(took)  # each message takes its time: the rest after it is three times that
+        await real(self, row_id, msg, handoff)
+
+    monkeypatch.setattr(bot.receive.Receiver, "_process_one", slow)
+    monkeypatch.setattr(bot.receive, "FLOOD_RATE", 3)
+    processor.start()
+    await asyncio.sleep(0.05)  # its first look: nothing stored yet
+    backlog = [f"o_backlog_{n}" for n in range(4)]
+    for n, sender in enumerate(backlog):  # a flood from other servers: nobody waits for these
+        msg = Inbound(channel="wechat", sender=sender, kind="text", created_at=web_only.clock.now(), text=REPORT)
+        await _stored(web_only, msg, f"backlog:{n}", reply_mode=bot.receive.CUSTOMER_SERVICE)
+    for _ in range(100):
+        if receiver.flooding() and started:
+            break
+        await asyncio.sleep(0.01)
+    assert receiver.flooding()  # four stored since its last look, against a FLOOD_RATE of three
+    reply = await web_only.text(RESIDENT, REPORT)  # a resident, now, with a webhook waiting
+    assert reply is not None and CASE_NUMBER.search(reply)  # passively, within the budget
+    assert started[:2] == ["o_backlog_0", RESIDENT]  # ahead of the backlog's rest, which is paced
+    await processor.until_processed()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import itertools
 import time
@@ -293,13 +294,11 @@ async def test_while_the_webhook_is_slow_processing_waits_and_waited_for_ones_go
     assert started[-1][1] - started[2][1] < patience  # the rest did not wait PATIENCE each (2 × 0.5 s)
 
 
-async def test_while_messages_keep_arriving_processing_takes_only_its_share(
-    wechat: WeChat, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_in_a_flood_processing_takes_only_its_share(wechat: WeChat, monkeypatch: pytest.MonkeyPatch) -> None:
     """At 500 msg/s the webhook's stores stayed quick enough that processing never stepped aside, and
-    it took the rest of the event loop: answers waited behind it. While messages arrive, processing
-    goes one message at a time, each followed by a rest of (1 - SHARE) / SHARE of its own time; a
-    message the webhook waits on goes straight ahead; once the messages stop, the rest go at once."""
+    it took the rest of the event loop: answers waited behind it. In a flood, processing goes one
+    message at a time, each followed by a rest of (1 - SHARE) / SHARE of its own time; a message the
+    webhook waits on goes straight ahead; once the flood is over, the rest go at once."""
     receiver = wechat.app[RECEIVER]
     receiver.processing = asyncio.Semaphore(10)  # what this is about, not SQLite's 2 at once
     took = 0.1
@@ -316,22 +315,37 @@ async def test_while_messages_keep_arriving_processing_takes_only_its_share(
         await real(self, row_id, msg, handoff)
 
     monkeypatch.setattr(bot.receive.Receiver, "_process_one", watched)
-    arriving = True
-    monkeypatch.setattr(receiver, "arriving", lambda: arriving)
+    flood = True
+    monkeypatch.setattr(receiver, "flooding", lambda: flood)
     monkeypatch.setattr(receiver, "_can_wait", lambda: False)  # a flood: nobody is waited for
-    flood = [f"o_flood_{n}" for n in range(6)]
-    assert await asyncio.gather(*(wechat.text(who, REPORT) for who in flood)) == [bot.receive.RECEIVED] * 6
+    senders = [f"o_flood_{n}" for n in range(6)]
+    assert await asyncio.gather(*(wechat.text(who, REPORT) for who in senders)) == [bot.receive.RECEIVED] * 6
     monkeypatch.setattr(receiver, "_can_wait", lambda: True)
     assert await wechat.text("o_waited_for", REPORT) != bot.receive.RECEIVED  # answered in full, at once
     await three.wait()
     assert started[0][0] == "o_waited_for" or started[1][0] == "o_waited_for"
     flooded = [at for who, at in started if who != "o_waited_for"]
     assert flooded[1] - flooded[0] >= (took + rest) * 0.9  # one at a time, and then the rest
-    arriving = False  # the messages stopped
+    flood = False  # it is over
     await receiver.wait_idle()
-    assert sorted(who for who, _ in started if who != "o_waited_for") == flood
+    assert sorted(who for who, _ in started if who != "o_waited_for") == senders
     gaps = [b - a for a, b in itertools.pairwise(at for who, at in started[3:] if who != "o_waited_for")]
     assert all(gap < rest for gap in gaps), gaps  # side by side, no rest between them
+
+
+async def test_a_flood_is_told_by_the_messages_of_the_last_second(wechat: WeChat) -> None:
+    """Below FLOOD_RATE a second processing keeps up at full speed (and must: paced, a steady 30 a
+    second would pile up for ever); from it on, it could not keep up anyway, and answering comes
+    first. Counted from the webhook's own arrivals (and, in the processing process, from the ids
+    stored since its last look)."""
+    receiver = wechat.app[RECEIVER]
+    assert not receiver.flooding()
+    receiver.arrived(bot.receive.FLOOD_RATE - 1)
+    assert not receiver.flooding()
+    assert await wechat.text(RESIDENT, REPORT) != bot.receive.RECEIVED  # one more, through the webhook
+    assert receiver.flooding()
+    receiver._recent = collections.deque((at - 1.0, n) for at, n in receiver._recent)  # a second later
+    assert not receiver.flooding()
 
 
 async def test_the_webhook_is_behind_for_a_while_after_a_slow_store_then_caught_up(wechat: WeChat) -> None:
