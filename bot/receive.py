@@ -308,18 +308,20 @@ class Receiver:
         has nothing queued (a quiet moment: the resident hears the case number at once)."""
         ahead = self._pending + self._handed_over
         wait = self.waiting < WAITED_AT_ONCE and ahead < WAITED_AT_ONCE and not self.behind()
-        row_id = await self._store(msg, dedupe_key, reply_mode=None if wait else CUSTOMER_SERVICE)
-        self._stored(self.clock.monotonic() - started)
-        if row_id is None:
-            return await self._retry(dedupe_key)
+        # Counted now, not once stored: the messages of one group commit all decide before any of
+        # them is stored (counted after, a flood's first tens all waited, most past the budget).
         self._handed_over += 1
-        if not wait:
-            return _received(msg)
-        self.waiting += 1
+        self.waiting += wait
         try:
+            row_id = await self._store(msg, dedupe_key, reply_mode=None if wait else CUSTOMER_SERVICE)
+            self._stored(self.clock.monotonic() - started)
+            if row_id is None:
+                return await self._retry(dedupe_key)
+            if not wait:
+                return _received(msg)
             return await self._reply_from_row(row_id, msg, started)
         finally:
-            self.waiting -= 1
+            self.waiting -= wait
 
     async def _reply_from_row(self, row_id: int, msg: Inbound, started: float) -> str | None:
         deadline = started + self.budget

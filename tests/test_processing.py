@@ -305,3 +305,16 @@ async def test_the_processing_process_tells_a_flood_and_still_answers_a_waiting_
     assert reply is not None and CASE_NUMBER.search(reply)  # passively, within the budget
     assert started[:2] == ["o_backlog_0", RESIDENT]  # ahead of the backlog's rest, which is paced
     await processor.until_processed()
+
+
+async def test_of_a_burst_stored_together_at_most_two_are_waited_for(web_only: WeChat, processor: Processor) -> None:
+    """The messages of one group commit all decide whether to wait before any of them is stored: the
+    count of those waited for must include the ones still being stored, or a flood's first tens
+    all wait (and most run past the budget)."""
+    processor.start()
+    people = [f"o_burst_{n}" for n in range(6)]
+    replies = await asyncio.gather(*(web_only.text(who, REPORT) for who in people))
+    await processor.until_processed()
+    modes = [r.reply_mode for r in await _rows(web_only)]
+    assert 1 <= modes.count(bot.receive.PASSIVE) <= bot.receive.WAITED_AT_ONCE, modes
+    assert replies.count(bot.receive.RECEIVED) == len(people) - modes.count(bot.receive.PASSIVE)
