@@ -212,6 +212,7 @@ def _finish(res: PhaseResult, latencies: list[tuple[float, float]], t0: float, e
 
 
 CHUNK_SECONDS = 60
+WARMUP_RATE = 20  # messages a second before the measured phases (--warmup seconds of it)
 SLOW = 0.1  # seconds: the p99 target
 
 
@@ -677,6 +678,13 @@ def run_config(
             phases.append(res)
             print(f"{label} soak {args.soak_rate}/s {args.soak:g}s: {fmt(res)}", flush=True)
         else:
+            if url is not None and args.warmup:
+                # A running service, not one started a moment ago: a few seconds of light traffic,
+                # processed, before the phases (their answers are checked for durability, not timed).
+                # --warmup 0 measures the first seconds after a start instead.
+                res = run_phase(stack, f"w{workers}", acked, rate=WARMUP_RATE, duration=args.warmup)
+                asyncio.run(_drain(url, t_start, 60))
+                print(f"{label} warm-up {WARMUP_RATE:g}/s {args.warmup:g}s: {fmt(res)}", flush=True)
             for n, rate in enumerate(args.rates if url is not None or args.bare_rates else []):
                 res = run_phase(stack, f"r{n}w{workers}", acked, rate=rate, duration=args.duration)
                 phases.append(res)
@@ -811,6 +819,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="a SCRATCH database: its public schema is dropped",
     )
     p.add_argument("--drain-timeout", type=float, default=600, help="seconds to wait for processing to catch up")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=3,
+        help="seconds of light traffic (20/s), processed, before the measured phases; 0: measure right after the start",
+    )
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--py-spy", help="py-spy the servers: collapsed stacks to PREFIX-<db>-<workers>-<n>.txt")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, SQLite file)")

@@ -462,8 +462,14 @@ class Receiver:
         try:
             # A sender the webhook is waiting for goes ahead: it was let wait because its turn comes now.
             waited_for = waited_for or (handoff is not None and not handoff.abandoned)
-            async with self._in_turn(msg.sender), self._slot(waited_for), self.processing:
-                await self._process_one(row_id, msg, handoff)
+            async with self._in_turn(msg.sender):
+                while True:
+                    async with self._slot(waited_for) as paced, self.processing:
+                        # A flood that began while this one waited for a processing slot: it goes
+                        # back through the pacing lane (it passed _slot before the flood was seen).
+                        if paced or waited_for or not (self.flooding() or self.behind()):
+                            await self._process_one(row_id, msg, handoff)
+                            return
         finally:
             self.backlog -= 1
 
@@ -495,7 +501,7 @@ class Receiver:
         return sum(count for _, count in self._recent) >= FLOOD_RATE
 
     @contextlib.asynccontextmanager
-    async def _slot(self, waited_for: bool) -> AsyncIterator[None]:
+    async def _slot(self, waited_for: bool) -> AsyncIterator[bool]:
         """Answering comes first: WeChat gives up on an answer after 5 s and sends the message again,
         while processing can catch up later. Processing and the webhook share one event loop, and
         under a flood processing took most of it (at 500 msg/s the answers took 130–220 ms, p50).
@@ -511,7 +517,7 @@ class Receiver:
         the loop was never idle: at 500 msg/s on SQLite the answers' p99 was 140–220 ms, and 35–65
         ms with processing paused (benchmarks/README.md)."""
         if waited_for or not (self.flooding() or self.behind()):
-            yield
+            yield False
             return
         await self._alone.acquire()  # one at a time, the rest behind it
         held = True
@@ -527,11 +533,11 @@ class Receiver:
             if not self.behind() and not self.flooding():  # over: the line passes straight through
                 self._alone.release()
                 held = False
-                yield
+                yield False
                 return
             began = time.monotonic()
             try:
-                yield
+                yield True
             finally:
                 self._rest_until = time.monotonic() + (time.monotonic() - began) * (1 - SHARE) / SHARE
         finally:

@@ -333,6 +333,29 @@ async def test_in_a_flood_processing_takes_only_its_share(wechat: WeChat, monkey
     assert all(gap < rest for gap in gaps), gaps  # side by side, no rest between them
 
 
+async def test_a_message_waiting_for_a_processing_slot_when_a_flood_begins_is_paced_too(
+    wechat: WeChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the flood is seen, the first of its messages pass the pacing (nothing to pace yet) and
+    wait for a processing slot: a PostgreSQL processing process took 64 of them at once and ran them
+    all at full speed, the first half-second of every flood. Given a slot, a message looks again."""
+    receiver = wechat.app[RECEIVER]
+    flood = False
+    monkeypatch.setattr(receiver, "flooding", lambda: flood)
+    monkeypatch.setattr(receiver, "_can_wait", lambda: False)
+    for _ in range(receiver.at_once):  # every processing slot busy
+        await receiver.processing.acquire()
+    assert await wechat.text(RESIDENT, REPORT) == bot.receive.RECEIVED  # passed the pacing: no flood yet
+    await asyncio.sleep(0.05)
+    assert receiver._rest_until == 0.0 and receiver.backlog == 1
+    flood = True  # the flood is seen
+    for _ in range(receiver.at_once):
+        receiver.processing.release()
+    await receiver.wait_idle()
+    assert receiver._rest_until > time.monotonic()  # it went through the pacing lane: a rest follows it
+    assert len(await wechat.cases()) == 1
+
+
 async def test_a_flood_is_told_by_the_messages_of_the_last_second(wechat: WeChat) -> None:
     """Below FLOOD_RATE a second processing keeps up at full speed (and must: paced, a steady 30 a
     second would pile up for ever); from it on, it could not keep up anyway, and answering comes
