@@ -292,10 +292,17 @@ async def test_the_processing_process_tells_a_flood_and_still_answers_a_waiting_
     monkeypatch.setattr(bot.receive, "FLOOD_RATE", 3)
     processor.start()
     await asyncio.sleep(0.05)  # its first look: nothing stored yet
-    backlog = [f"o_backlog_{n}" for n in range(4)]
-    for n, sender in enumerate(backlog):  # a flood from other servers: nobody waits for these
-        msg = Inbound(channel="wechat", sender=sender, kind="text", created_at=web_only.clock.now(), text=REPORT)
-        await _stored(web_only, msg, f"backlog:{n}", reply_mode=bot.receive.CUSTOMER_SERVICE)
+    async with transaction(web_only.app[FACTORY]) as session:  # a flood from other servers, stored at once
+        rows = [
+            inbound.new_row(
+                dedupe_key=f"backlog:{n}", channel="wechat", sender=f"o_backlog_{n}", msg_type="text",
+                payload=Inbound(channel="wechat", sender=f"o_backlog_{n}", kind="text",
+                                created_at=web_only.clock.now(), text=REPORT).to_payload(),
+                now=web_only.clock.now(), reply_mode=bot.receive.CUSTOMER_SERVICE,  # nobody waits for these
+            )
+            for n in range(4)
+        ]  # fmt: skip
+        await inbound.store_many(session, rows)
     for _ in range(100):
         if receiver.flooding() and started:
             break
