@@ -214,7 +214,7 @@ class Receiver:
         self._caught_up = asyncio.Event()  # set when a message is stored quickly again
         self.arrivals = 0  # messages the webhook took (bot/heap.py: is it quiet?)
         self._recent: collections.deque[tuple[float, int]] = collections.deque()  # (monotonic, how many)
-        self._rest_until = 0.0  # monotonic: while messages arrive, no processing before this
+        self._rest_until = 0.0  # monotonic: in a flood, no processing before this (_slot)
 
     async def warm_up(self, *, processing: bool) -> None:
         """Before the port opens (or the processing process starts taking messages): open the

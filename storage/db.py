@@ -294,7 +294,7 @@ async def write_durably(
             pooled = await conn.get_raw_connection()
             info = pooled.info
             driver = pooled.driver_connection
-            assert isinstance(driver, aiosqlite.Connection)
+            assert isinstance(driver, _InlineConnection)  # create_engine's (async_creator_fn)
 
             def commit(db: sqlite3.Connection) -> T:
                 if info.get("synchronous") != "FULL":
@@ -311,9 +311,7 @@ async def write_durably(
                 return result
 
             try:
-                if isinstance(driver, _InlineConnection):
-                    return await driver.on_thread(commit)
-                return await driver._execute(commit, driver._conn)  # type: ignore[no-any-return]
+                return await driver.on_thread(commit)
             except sqlite3.Error as exc:  # as SQLAlchemy would have raised it (callers catch those)
                 raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
     finally:
