@@ -16,6 +16,15 @@ pytestmark = pytest.mark.skipif(ON_POSTGRES, reason="SQLite's synchronous settin
 NORMAL, FULL = 1, 2  # PRAGMA synchronous
 
 
+async def _hold_the_write_lock(factory: SessionFactory, holding: asyncio.Event, release: asyncio.Event) -> None:
+    """Another connection (another process, with its own factory) holds SQLite's write lock until
+    `release`; `holding` once it does."""
+    async with transaction(factory) as session:
+        await session.exec(text("UPDATE staff SET last_ref = last_ref + 1"))  # type: ignore[call-overload]
+        holding.set()
+        await release.wait()
+
+
 async def _synchronous(factory: SessionFactory, *, durable: bool) -> int:
     async with transaction(factory, durable=durable) as session:
         return int((await session.exec(text("PRAGMA synchronous"))).scalar_one())  # type: ignore[call-overload]
@@ -73,15 +82,9 @@ async def test_a_store_that_cannot_get_the_write_lock_in_time_fails_as_sqlalchem
     other, ours = process_db(), process_db()
     holding, release = asyncio.Event(), asyncio.Event()
 
-    async def hold_the_write_lock() -> None:
-        async with transaction(other) as session:
-            await session.exec(text("UPDATE staff SET last_ref = last_ref"))  # type: ignore[call-overload]
-            holding.set()
-            await release.wait()
-
     now = datetime.now(UTC)
     row = inbound.new_row(dedupe_key="k", channel="wechat", sender="o", msg_type="text", payload={}, now=now)
-    holder = asyncio.create_task(hold_the_write_lock())
+    holder = asyncio.create_task(_hold_the_write_lock(other, holding, release))
     await holding.wait()
     with pytest.raises(OperationalError, match="locked"):
         await inbound.store_durably(ours, [row], waking=set(), now=now)
@@ -102,12 +105,6 @@ async def test_a_transaction_waits_for_another_process_writer_without_stalling_t
     ticks = 0
     holding, release, hundred_ticks = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-    async def hold_the_write_lock() -> None:
-        async with transaction(other) as session:
-            await session.exec(text("UPDATE staff SET last_ref = last_ref"))  # type: ignore[call-overload]
-            holding.set()
-            await release.wait()
-
     async def tick() -> None:
         nonlocal ticks
         while not release.is_set():
@@ -116,7 +113,7 @@ async def test_a_transaction_waits_for_another_process_writer_without_stalling_t
                 hundred_ticks.set()
             await asyncio.sleep(0)
 
-    holder = asyncio.create_task(hold_the_write_lock())
+    holder = asyncio.create_task(_hold_the_write_lock(other, holding, release))
     await holding.wait()
     ticker = asyncio.create_task(tick())
     waiting = asyncio.create_task(_synchronous(ours, durable=False))
@@ -221,13 +218,7 @@ async def test_a_read_goes_past_the_writer_queue(database_url: str) -> None:
     factory = session_factory(engine)
     writing, finish = asyncio.Event(), asyncio.Event()
 
-    async def write() -> None:
-        async with transaction(factory) as session:
-            await session.exec(text("UPDATE staff SET last_ref = last_ref + 1"))  # type: ignore[call-overload]
-            writing.set()
-            await finish.wait()
-
-    writer = asyncio.create_task(write())
+    writer = asyncio.create_task(_hold_the_write_lock(factory, writing, finish))
     await writing.wait()
     queued = asyncio.create_task(_synchronous(factory, durable=False))
 

@@ -255,6 +255,26 @@ async def test_one_persons_messages_are_processed_one_at_a_time_in_order(
     assert wechat.app[RECEIVER]._senders == {}  # nobody left in line
 
 
+def _watch_starts(
+    monkeypatch: pytest.MonkeyPatch, *, took: float = 0.0
+) -> tuple[list[tuple[str, float]], asyncio.Event]:
+    """Record when each message's processing starts (sender, monotonic); the event is set at the
+    third. Each then takes `took` seconds more than it would."""
+    started: list[tuple[str, float]] = []
+    three = asyncio.Event()
+    real = bot.receive.Receiver._process_one
+
+    async def watched(self: Any, row_id: int, msg: Inbound, handoff: Any) -> None:
+        started.append((msg.sender, time.monotonic()))
+        if len(started) == 3:
+            three.set()
+        await asyncio.sleep(took)
+        await real(self, row_id, msg, handoff)
+
+    monkeypatch.setattr(bot.receive.Receiver, "_process_one", watched)
+    return started, three
+
+
 async def test_while_the_webhook_is_slow_processing_waits_and_waited_for_ones_go_first(
     wechat: WeChat, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -265,18 +285,7 @@ async def test_while_the_webhook_is_slow_processing_waits_and_waited_for_ones_go
     patience = 0.5
     monkeypatch.setattr(bot.receive, "PATIENCE", patience)
     monkeypatch.setattr(bot.receive, "HOLD", 60.0)  # behind until the test says otherwise
-    started: list[tuple[str, float]] = []
-    real = bot.receive.Receiver._process_one
-
-    three = asyncio.Event()
-
-    async def watched(self: Any, row_id: int, msg: Inbound, handoff: Any) -> None:
-        started.append((msg.sender, time.monotonic()))
-        if len(started) == 3:
-            three.set()
-        await real(self, row_id, msg, handoff)
-
-    monkeypatch.setattr(bot.receive.Receiver, "_process_one", watched)
+    started, three = _watch_starts(monkeypatch)
     receiver._stored(1.0)  # storing a message just took a second
     assert receiver.behind()
     monkeypatch.setattr(receiver, "_can_wait", lambda: False)  # a flood: nobody is waited for
@@ -303,18 +312,7 @@ async def test_in_a_flood_processing_takes_only_its_share(wechat: WeChat, monkey
     receiver.processing = asyncio.Semaphore(10)  # what this is about, not SQLite's 2 at once
     took = 0.1
     rest = took * (1 - bot.receive.SHARE) / bot.receive.SHARE
-    started: list[tuple[str, float]] = []
-    real = bot.receive.Receiver._process_one
-    three = asyncio.Event()
-
-    async def watched(self: Any, row_id: int, msg: Inbound, handoff: Any) -> None:
-        started.append((msg.sender, time.monotonic()))
-        if len(started) == 3:
-            three.set()
-        await asyncio.sleep(took)  # the time it takes (on the event loop, as on SQLite)
-        await real(self, row_id, msg, handoff)
-
-    monkeypatch.setattr(bot.receive.Receiver, "_process_one", watched)
+    started, three = _watch_starts(monkeypatch, took=took)  # each takes `took` (on the loop, as on SQLite)
     flood = True
     monkeypatch.setattr(receiver, "flooding", lambda: flood)
     monkeypatch.setattr(receiver, "_can_wait", lambda: False)  # a flood: nobody is waited for
