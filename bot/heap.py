@@ -21,7 +21,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 log = logging.getLogger("gridbot.heap")
 
@@ -31,25 +31,28 @@ QUIET_RATE = 20  # messages in the last second: fewer, and a full collection hur
 NEVER = 2**31 - 1  # the third threshold: the old generation is never collected automatically
 
 
-_apps: list[tuple[int, int, int]] = []  # the thresholds before each app running in this process froze
+_before: tuple[int, int, int] = gc.get_threshold()  # the thresholds before the first app froze
+_running = 0  # apps running in this process (the tests run several)
 
 
 def freeze() -> None:
     """After startup: collect, freeze what is there, and stop automatic full collections."""
-    _apps.append(gc.get_threshold())
+    global _before, _running
+    if _running == 0:
+        _before = gc.get_threshold()
+    _running += 1
     gc.collect()
     gc.freeze()
-    gc.set_threshold(_apps[-1][0], _apps[-1][1], NEVER)
+    gc.set_threshold(_before[0], _before[1], NEVER)
 
 
 def thaw() -> None:
-    """At shutdown: once the last app of the process (tests run several) is gone, automatic full
-    collections as before the first."""
-    before = _apps.pop(0) if len(_apps) == 1 else None
-    if before is None:
-        _apps.pop()
-        return
-    gc.set_threshold(*before)
+    """At shutdown: once the last app of the process is gone, automatic full collections as before
+    the first."""
+    global _running
+    _running -= 1
+    if _running == 0:
+        gc.set_threshold(*_before)
 
 
 @dataclass
@@ -58,7 +61,7 @@ class QuietCollector:
 
     arrivals: Callable[[], int]  # messages the webhook has taken so far
     clock: Callable[[], float] = time.monotonic
-    last_full: float = field(default=0.0)
+    last_full: float = 0.0
     _seen: int = 0
 
     def __post_init__(self) -> None:
