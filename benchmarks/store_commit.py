@@ -1,9 +1,10 @@
 """The webhook's store, one message at a time: wall and CPU time of one durable commit.
 
-Two ways, on the same database: a session transaction (BEGIN, storage.inbound.store_many,
-storage.outbox.wake_held, COMMIT: how bot.receive.GroupCommit stored until 2026-12-07) and the
-one-step store it uses now (storage.inbound.store_durably: one statement in autocommit on
-PostgreSQL, one trip to SQLite's thread). No load around it: this is the floor of each.
+Two ways, on the same database, with the same statements (storage.inbound's): inside a durable
+session transaction (storage.inbound.store_in between BEGIN and COMMIT: how bot.receive.GroupCommit
+stored until 2026-12-07, then with a multi-row INSERT and the wake as two statements, one more round
+trip) and the one-step store it uses now (storage.inbound.store_durably: one statement in autocommit
+on PostgreSQL, one trip to SQLite's thread). No load around it: this is the floor of each.
 
     .venv/bin/python benchmarks/store_commit.py [--messages 500]
     .venv/bin/python benchmarks/store_commit.py --url postgresql+asyncpg://postgres@127.0.0.1:5432/test_bench
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from storage import inbound, outbox
+from storage import inbound
 from storage.db import create_engine, drop_schema, session_factory, transaction, upgrade
 
 REPORT = {"kind": "text", "text": "幸福里小区3号楼东侧路灯坏了", "msg_id": 1}
@@ -42,8 +43,7 @@ async def measure(url: str, messages: int) -> None:
 
     async def in_a_session(row: dict[str, Any]) -> None:
         async with transaction(factory, durable=True) as session:
-            ids = await inbound.store_many(session, [row])
-            await outbox.wake_held(session, recipients={row["sender"]} if ids else set(), now=datetime.now(UTC))
+            await inbound.store_in(session, [row], waking={row["dedupe_key"]}, now=datetime.now(UTC))
 
     async def in_one_step(row: dict[str, Any]) -> None:
         await inbound.store_durably(factory, [row], waking={row["dedupe_key"]}, now=datetime.now(UTC))

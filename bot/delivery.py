@@ -7,7 +7,7 @@ answers 45015 (outside the window) or 45047 (over the quota). Then we fall back:
 - a template message (模板消息) or a subscription message (订阅通知, `message/subscribe/bizsend`),
   when one is configured, carrying all of the person's pending updates merged into one;
 - otherwise the updates are held, merged, until the person next writes (bot/receive.py wakes them
-  through storage.outbox.wake_held) and then go as one customer-service message.
+  through storage.inbound.store_durably) and then go as one customer-service message.
 
 Residents and staff on the Official Account follow the same rules: both have the 48-hour window.
 """

@@ -240,8 +240,7 @@ class Receiver:
                     dedupe_key=key, channel=msg.channel, sender=msg.sender, msg_type=msg.kind,
                     payload=msg.to_payload(), now=now,
                 )  # fmt: skip
-                ids = await inbound.store_many(session, [row])
-                await outbox.wake_held(session, recipients={msg.sender}, now=now)
+                ids = await inbound.store_in(session, [row], waking={key}, now=now)  # the store's statements
                 row_id = ids[key]
                 await inbound.by_key(session, key)
                 await inbound.outcome(session, row_id=row_id)

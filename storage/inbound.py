@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -29,7 +29,7 @@ def new_row(
     now: datetime,
     reply_mode: str | None = None,
 ) -> dict[str, Any]:
-    """The columns of a message to store (store_many). A plain dict: building the SQLModel object
+    """The columns of a message to store (store_durably, store_in). A plain dict: building the SQLModel object
     (validation, ORM instrumentation) cost more than storing it, on every webhook call.
     `reply_mode` already set when it is stored: nobody waits for its passive reply (bot/receive.py,
     processing in its own process)."""
@@ -41,27 +41,8 @@ def new_row(
         "payload": payload,
         "received_at": now,
         "status": "received",
-        "reply_mode": reply_mode,  # every row the same keys: one multi-row INSERT (store_many)
+        "reply_mode": reply_mode,
     }
-
-
-async def store_many(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Insert, in one statement, the messages not stored before: dedupe key → id of each inserted
-    now. A key already stored (WeChat retrying) is skipped without an error, so one retry does not
-    undo the others stored in the same commit (storage.db: group commit)."""
-    if not rows:
-        return {}
-    conn = await session.connection()
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = (  # Core: no ORM unit of work for rows nobody loads again
-        insert(INBOUND)
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(INBOUND.c.dedupe_key, INBOUND.c.id)
-    )
-    # Many parameter sets, one statement: SQLAlchemy's insertmanyvalues writes the multi-row
-    # VALUES itself, and the compiled statement is cached (a .values(list) is compiled anew each time).
-    result = await conn.execute(stmt, rows)
-    return {key: int(row_id) for key, row_id in result.all()}
 
 
 # store_durably's statements: dialect SQL, because each is what makes the store one step there.
@@ -94,53 +75,92 @@ _WAKE_SQLITE = (
 )
 
 
+def _converters(dialect: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any], Callable[[Any], Any]]:
+    """The payload's, received_at's and next_attempt_at's own conversions for this dialect: the rows
+    are stored exactly as the ORM stores them."""
+    payload = INBOUND.c.payload.type.bind_processor(dialect)
+    stamp = INBOUND.c.received_at.type.bind_processor(dialect)
+    due = OUTBOX.c.next_attempt_at.type.bind_processor(dialect)
+    assert payload is not None and stamp is not None and due is not None
+    return payload, stamp, due
+
+
+def _pg_params(rows: list[dict[str, Any]], waking: set[str], now: datetime, dialect: Any) -> dict[str, Any]:
+    """_STORE_PG's parameters: the rows as arrays."""
+    payload, stamp, due = _converters(dialect)
+    return {
+        "keys": [r["dedupe_key"] for r in rows],
+        "channels": [r["channel"] for r in rows],
+        "senders": [r["sender"] for r in rows],
+        "types": [r["msg_type"] for r in rows],
+        "payloads": [payload(r["payload"]) for r in rows],
+        "received": [stamp(r["received_at"]) for r in rows],
+        "modes": [r["reply_mode"] for r in rows],
+        "now": due(now),
+        "waking": sorted(waking),
+    }
+
+
+async def _store_pg(
+    conn: AsyncConnection, rows: list[dict[str, Any]], waking: set[str], now: datetime
+) -> dict[str, int]:
+    result = await conn.execute(_STORE_PG, _pg_params(rows, waking, now, conn.dialect))
+    return {key: int(row_id) for key, row_id in result.all()}
+
+
+def _store_sqlite(
+    execute: Callable[[str, tuple[Any, ...]], Any], rows: list[dict[str, Any]], waking: set[str], now: datetime,
+    dialect: Any,
+) -> dict[str, int]:  # fmt: skip
+    """_STORE_SQLITE row by row, then _WAKE_SQLITE; execute(sql, params) returns a cursor (sqlite3's
+    or SQLAlchemy's)."""
+    payload, stamp, due = _converters(dialect)
+    ids: dict[str, int] = {}
+    people: set[str] = set()
+    for r in rows:
+        values = (r["dedupe_key"], r["channel"], r["sender"], r["msg_type"], payload(r["payload"]),
+                  stamp(r["received_at"]), r["reply_mode"])  # fmt: skip
+        inserted = execute(_STORE_SQLITE, values).fetchone()
+        if inserted is not None:
+            ids[r["dedupe_key"]] = int(inserted[0])
+            if r["dedupe_key"] in waking:
+                people.add(r["sender"])
+    if people:
+        execute(_WAKE_SQLITE.format(people=", ".join("?" * len(people))), (due(now), *sorted(people)))
+    return ids
+
+
 async def store_durably(
     factory: SessionFactory, rows: list[dict[str, Any]], *, waking: set[str], now: datetime
 ) -> dict[str, int]:
     """The webhook's store (bot.receive.GroupCommit): the rows (new_row, distinct keys) committed
     durably in one step (storage.db.write_durably), dedupe key → id of each inserted now; a key
     stored before (WeChat retrying) is skipped. The senders of the rows inserted whose keys are in
-    `waking` wrote to us: what was held for them is due now, in the same commit (what
-    storage.outbox.wake_held does in a session). The values are converted by the columns' own types,
-    so the rows are stored exactly as the ORM stores them."""
+    `waking` wrote to us: what was held for them is due now, in the same commit."""
     if not rows:
         return {}
     dialect = factory.kw["bind"].dialect
-    payload = INBOUND.c.payload.type.bind_processor(dialect)
-    stamp = INBOUND.c.received_at.type.bind_processor(dialect)
-    due = OUTBOX.c.next_attempt_at.type.bind_processor(dialect)
-    assert payload is not None and stamp is not None and due is not None
 
     async def on_postgresql(conn: AsyncConnection) -> dict[str, int]:
-        params = {
-            "keys": [r["dedupe_key"] for r in rows],
-            "channels": [r["channel"] for r in rows],
-            "senders": [r["sender"] for r in rows],
-            "types": [r["msg_type"] for r in rows],
-            "payloads": [payload(r["payload"]) for r in rows],
-            "received": [stamp(r["received_at"]) for r in rows],
-            "modes": [r["reply_mode"] for r in rows],
-            "now": due(now),
-            "waking": sorted(waking),
-        }
-        return {key: int(row_id) for key, row_id in (await conn.execute(_STORE_PG, params)).all()}
+        return await _store_pg(conn, rows, waking, now)
 
     def on_sqlite(db: sqlite3.Connection) -> dict[str, int]:
-        ids: dict[str, int] = {}
-        people: set[str] = set()
-        for r in rows:
-            values = (r["dedupe_key"], r["channel"], r["sender"], r["msg_type"], payload(r["payload"]),
-                      stamp(r["received_at"]), r["reply_mode"])  # fmt: skip
-            inserted = db.execute(_STORE_SQLITE, values).fetchone()
-            if inserted is not None:
-                ids[r["dedupe_key"]] = int(inserted[0])
-                if r["dedupe_key"] in waking:
-                    people.add(r["sender"])
-        if people:
-            db.execute(_WAKE_SQLITE.format(people=", ".join("?" * len(people))), (due(now), *sorted(people)))
-        return ids
+        return _store_sqlite(db.execute, rows, waking, now, dialect)
 
     return await write_durably(factory, sqlite=on_sqlite, postgresql=on_postgresql)
+
+
+async def store_in(
+    session: AsyncSession, rows: list[dict[str, Any]], *, waking: set[str], now: datetime
+) -> dict[str, int]:
+    """The same statements as store_durably, in the caller's transaction: the warm-up (rolled back)
+    and tests that store a message as a server would."""
+    if not rows:
+        return {}
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        return await _store_pg(conn, rows, waking, now)
+    return await conn.run_sync(lambda sync: _store_sqlite(sync.exec_driver_sql, rows, waking, now, sync.dialect))
 
 
 async def by_key(session: AsyncSession, dedupe_key: str) -> InboundMessage | None:

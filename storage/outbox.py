@@ -1,8 +1,9 @@
 """The outbox: pushes written in the same transaction as the change they announce.
 
 A row's status: pending (to deliver), sent, parked (never will be, with the reason), held (cannot
-reach the person until they next write; woken by `wake_held`), merged (travels inside the row named
-by merged_into_id: delivered when that one is, with sent_at set then).
+reach the person until they next write; woken with their message, storage.inbound.store_durably),
+merged (travels inside the row named by merged_into_id: delivered when that one is, with sent_at set
+then).
 """
 
 from __future__ import annotations
@@ -192,23 +193,6 @@ async def cancel_unsent(session: AsyncSession, *, reason: str) -> int:
         .where(col(OutboxMessage.status).in_(("pending", "held")))
         .values(status="cancelled", claimed_until=None, last_error=reason)
     )
-    return int(result.rowcount or 0)
-
-
-_WAKE_HELD = (  # built once, as _SENT: it runs for every batch of stored messages
-    update(OUTBOX)
-    .where(OUTBOX.c.recipient.in_(bindparam("people", expanding=True)), OUTBOX.c.status == "held")
-    .values(status="pending", next_attempt_at=bindparam("now"), claimed_until=None)
-)
-
-
-async def wake_held(session: AsyncSession, *, recipients: set[str], now: datetime) -> int:
-    """These people wrote to us (one batch of stored messages): what was held for them is due now.
-    Returns how many rows woke."""
-    if not recipients:
-        return 0
-    params = {"people": sorted(recipients), "now": now}
-    result = await session.exec(_WAKE_HELD, params=params)  # type: ignore[call-overload]
     return int(result.rowcount or 0)
 
 

@@ -96,7 +96,7 @@ async def _stored(wechat: WeChat, msg: Inbound, key: str, *, reply_mode: str | N
             now=msg.created_at,
             reply_mode=reply_mode,
         )
-        await inbound.store_many(session, [row])
+        await inbound.store_in(session, [row], waking=set(), now=msg.created_at)
 
 
 async def _rows(wechat: WeChat) -> list[InboundMessage]:
@@ -150,7 +150,7 @@ async def test_abandoning_waits_for_processing_that_claimed_the_message_and_find
     now = web_only.clock.now()
     async with transaction(factory) as session:
         row = inbound.new_row(dedupe_key="k1", channel="wechat", sender=RESIDENT, msg_type="text", payload={}, now=now)
-        ids = await inbound.store_many(session, [row])
+        ids = await inbound.store_in(session, [row], waking=set(), now=now)
     row_id = ids["k1"]
     claimed, release = asyncio.Event(), asyncio.Event()
 
@@ -303,7 +303,7 @@ async def test_the_processing_process_tells_a_flood_and_still_answers_a_waiting_
             )
             for n in range(4)
         ]  # fmt: skip
-        await inbound.store_many(session, rows)
+        await inbound.store_in(session, rows, waking=set(), now=web_only.clock.now())
     for _ in range(100):
         if receiver.flooding() and started:
             break

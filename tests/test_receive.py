@@ -87,7 +87,7 @@ async def test_message_acknowledged_before_a_crash_is_processed_on_recovery(wech
             payload=msg.to_payload(),
             now=wechat.clock.now(),
         )
-        assert await inbound.store_many(session, [row]) == {f"{RESIDENT}:7": ANY}
+        assert await inbound.store_in(session, [row], waking=set(), now=wechat.clock.now()) == {f"{RESIDENT}:7": ANY}
     assert await wechat.app[RECEIVER].recover() == 0  # too fresh: its own process may still be at it
     wechat.clock.advance(minutes=1)
     assert await wechat.app[RECEIVER].recover() == 1
